@@ -1,0 +1,15 @@
+/* cgrad: a tensor engine, autograd and RL training runtime in C11 and CUDA. The one header to include. */
+#ifndef CGRAD_H
+#define CGRAD_H
+
+#include "core/arena.h"
+#include "core/context.h"
+#include "core/device.h"
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/gemm.h"
+#include "core/ops.h"
+#include "core/tensor.h"
+#include "core/version.h"
+
+#endif

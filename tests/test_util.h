@@ -1,0 +1,86 @@
+/* Shared helpers for the cmocka tests: includes in the order cmocka needs, float comparisons that print
+ * both values, and the GPU skip rule. */
+#ifndef CG_TEST_UTIL_H
+#define CG_TEST_UTIL_H
+
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cgrad.h"
+
+/* |a - b| <= atol + rtol * |b|, NaN only equal to NaN. Fails with both values and the call site. */
+#define assert_close(a, b, rtol, atol) cg_test_assert_close((double)(a), (double)(b), (rtol), (atol), #a, __FILE__, __LINE__)
+
+static inline void cg_test_assert_close(double a, double b, double rtol, double atol, const char *expr,
+                                        const char *file, int line) {
+    if (isnan(a) && isnan(b)) return;
+    if (isinf(a) || isinf(b)) {
+        if (a == b) return;
+    } else if (fabs(a - b) <= atol + rtol * fabs(b)) {
+        return;
+    }
+    cm_print_error("%s = %.9g, expected %.9g (rtol %g, atol %g)\n", expr, a, b, rtol, atol);
+    _fail(file, line);
+}
+
+/* Asserts that a status is CG_OK, printing cg_last_error() otherwise. */
+#define assert_ok(expr)                                                                                  \
+    do {                                                                                                 \
+        cg_status st_ = (expr);                                                                          \
+        if (st_ != CG_OK) {                                                                              \
+            cm_print_error("%s failed: %s\n", #expr, cg_last_error());                                   \
+            fail();                                                                                      \
+        }                                                                                                \
+    } while (0)
+
+/* Asserts that an error message contains a substring. */
+#define assert_error_contains(needle)                                                                    \
+    do {                                                                                                 \
+        if (!strstr(cg_last_error(), (needle))) {                                                        \
+            cm_print_error("error message \"%s\" does not contain \"%s\"\n", cg_last_error(), (needle));  \
+            fail();                                                                                      \
+        }                                                                                                \
+    } while (0)
+
+/* CUDA tests call this first: it skips the test (cmocka skip) when there is no GPU, unless
+ * CG_REQUIRE_GPU=1 (make test-gpu), where a missing GPU fails. */
+#define cg_test_require_gpu()                                                                            \
+    do {                                                                                                 \
+        if (cg_cuda_device_count() == 0) {                                                               \
+            if (getenv("CG_REQUIRE_GPU") && strcmp(getenv("CG_REQUIRE_GPU"), "1") == 0) {                \
+                cm_print_error("no CUDA device, and CG_REQUIRE_GPU=1\n");                                \
+                fail();                                                                                  \
+            }                                                                                            \
+            print_message("skipped: no CUDA device (%s)\n",                                              \
+                          cg_cuda_compiled() ? "built with CUDA" : "built without CUDA");               \
+            skip();                                                                                      \
+        }                                                                                                \
+    } while (0)
+
+/* True when the heavier checks of `make test-full` are requested. */
+static inline int cg_test_full(void) { return getenv("CG_TEST_FULL") && strcmp(getenv("CG_TEST_FULL"), "1") == 0; }
+
+/* Per-test teardown: drop the step arenas so one test's tensors cannot leak into the next. */
+static inline int cg_test_teardown(void **state) {
+    (void)state;
+    cg_step_end();
+    return 0;
+}
+
+/* A deterministic pseudo-random float in [-1, 1) for test data (xorshift; independent of cgrad's RNG). */
+static inline float cg_test_randf(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return (float)((*s >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+#endif
