@@ -195,9 +195,10 @@ test:
 	@echo "make test: cmocka is not installed (run 'make deps' as root, or apt-get install libcmocka-dev)" >&2; exit 1
 else
 # The suite twice: the optimised build, then the AddressSanitizer + UBSan build.
+NPROC := $(shell nproc 2>/dev/null || echo 2)
 test: features
-	$(MAKE) --no-print-directory test-run
-	$(MAKE) --no-print-directory SAN=1 test-run
+	$(MAKE) --no-print-directory -j$(NPROC) test-run
+	$(MAKE) --no-print-directory -j$(NPROC) SAN=1 test-run
 endif
 
 # Heavier checks (larger sizes, longer runs) on top of `make test`.

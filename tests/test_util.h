@@ -27,7 +27,7 @@ static inline void cg_test_assert_close(double a, double b, double rtol, double 
     } else if (fabs(a - b) <= atol + rtol * fabs(b)) {
         return;
     }
-    cm_print_error("%s = %.9g, expected %.9g (rtol %g, atol %g)\n", expr, a, b, rtol, atol);
+    print_error("%s = %.9g, expected %.9g (rtol %g, atol %g)\n", expr, a, b, rtol, atol);
     _fail(file, line);
 }
 
@@ -36,7 +36,7 @@ static inline void cg_test_assert_close(double a, double b, double rtol, double 
     do {                                                                                                 \
         cg_status st_ = (expr);                                                                          \
         if (st_ != CG_OK) {                                                                              \
-            cm_print_error("%s failed: %s\n", #expr, cg_last_error());                                   \
+            print_error("%s failed: %s\n", #expr, cg_last_error());                                   \
             fail();                                                                                      \
         }                                                                                                \
     } while (0)
@@ -45,7 +45,7 @@ static inline void cg_test_assert_close(double a, double b, double rtol, double 
 #define assert_error_contains(needle)                                                                    \
     do {                                                                                                 \
         if (!strstr(cg_last_error(), (needle))) {                                                        \
-            cm_print_error("error message \"%s\" does not contain \"%s\"\n", cg_last_error(), (needle));  \
+            print_error("error message \"%s\" does not contain \"%s\"\n", cg_last_error(), (needle));  \
             fail();                                                                                      \
         }                                                                                                \
     } while (0)
@@ -56,7 +56,7 @@ static inline void cg_test_assert_close(double a, double b, double rtol, double 
     do {                                                                                                 \
         if (cg_cuda_device_count() == 0) {                                                               \
             if (getenv("CG_REQUIRE_GPU") && strcmp(getenv("CG_REQUIRE_GPU"), "1") == 0) {                \
-                cm_print_error("no CUDA device, and CG_REQUIRE_GPU=1\n");                                \
+                print_error("no CUDA device, and CG_REQUIRE_GPU=1\n");                                \
                 fail();                                                                                  \
             }                                                                                            \
             print_message("skipped: no CUDA device (%s)\n",                                              \

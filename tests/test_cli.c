@@ -1,0 +1,58 @@
+/* The cgrad program: --version format, subcommand dispatch, errors as one line on stderr with a non-zero
+ * exit. Runs the binary named by $CGRAD_BIN (set by `make test`). */
+#include <sys/wait.h>
+
+#include "test_util.h"
+
+/* Runs `$CGRAD_BIN args`, capturing stdout+stderr into out; returns the exit code. */
+static int run_cgrad(const char *args, char *out, size_t n) {
+    const char *bin = getenv("CGRAD_BIN");
+    if (!bin) bin = "build/bin/cgrad";
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", bin, args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t len = fread(out, 1, n - 1, p);
+    out[len] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void test_version(void **state) {
+    (void)state;
+    char out[4096];
+    assert_int_equal(run_cgrad("--version", out, sizeof out), 0);
+    char want[256];
+    snprintf(want, sizeof want, "cgrad %s (%s)\n", cg_version(), cg_features());
+    assert_string_equal(out, want);
+    assert_true(strncmp(cg_features(), "cpu", 3) == 0);
+}
+
+static void test_unknown_command_and_usage(void **state) {
+    (void)state;
+    char out[4096];
+    assert_int_equal(run_cgrad("frobnicate", out, sizeof out), 2);
+    assert_non_null(strstr(out, "unknown command 'frobnicate'"));
+    assert_int_equal(run_cgrad("", out, sizeof out), 2);
+    assert_non_null(strstr(out, "usage: cgrad"));
+    assert_int_equal(run_cgrad("--help", out, sizeof out), 0);
+    assert_non_null(strstr(out, "info"));
+}
+
+static void test_info(void **state) {
+    (void)state;
+    char out[4096];
+    assert_int_equal(run_cgrad("info", out, sizeof out), 0);
+    assert_non_null(strstr(out, "cpu sgemm 512^3"));
+    assert_int_equal(run_cgrad("info --bogus", out, sizeof out), 2);
+    assert_non_null(strstr(out, "unknown flag '--bogus'"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_version),
+        cmocka_unit_test(test_unknown_command_and_usage),
+        cmocka_unit_test(test_info),
+    };
+    return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
+}
