@@ -57,9 +57,8 @@ static void block_values(const fill_params *p, const uint32_t w[4], float fv[4],
         for (int j = 0; j < 4; j += 2) {
             float z0, z1;
             cg_rng_box_muller(w[j], w[j + 1], &z0, &z1);
-            float s0 = p->b * z0, s1 = p->b * z1;
-            fv[j] = p->a + s0;
-            fv[j + 1] = p->a + s1;
+            fv[j] = cg_rng_affine_f32(z0, p->a, p->b);
+            fv[j + 1] = cg_rng_affine_f32(z1, p->a, p->b);
         }
         break;
     case FILL_RANDINT32:

@@ -31,7 +31,7 @@
  * side uses __fmul_rn / __fadd_rn or equivalent) ----
  *   unit(x)      = (float)(x >> 8) * 2^-24                       in [0, 1), 2^24 equally spaced values
  *   uniform      = lo + (hi - lo) * unit(x); if rounding gives a value >= hi, the largest float below hi
- *   normal       = mean + std * z, z from Box-Muller of words (a, b):
+ *   normal       = mean + std * z (cg_rng_affine_f32), z from Box-Muller of words (a, b):
  *                  u1 = (float)((a >> 8) + 1) * 2^-24 in (0, 1] (never 0, so logf never sees 0)
  *                  u2 = unit(b);  r = sqrtf(-2 * logf(u1));  t = 6.28318548f * u2  (2*pi rounded to f32)
  *                  z0 = r * cosf(t), z1 = r * sinf(t)
@@ -68,6 +68,16 @@ extern "C" {
 #define CG_RNG_FN __host__ __device__ static inline
 #else
 #define CG_RNG_FN static inline
+#endif
+/* Separately rounded f32 multiply and add. nvcc would fuse a * b + c into one FMA (a different rounding),
+ * so device code spells the rounding out; host C relies on gcc's -ffp-contract=off, the default under
+ * -std=c11 (and x86-64 without -mfma has no FMA to fuse into). */
+#if defined(__CUDA_ARCH__)
+#define CG_RNG_FMUL(a, b) __fmul_rn((a), (b))
+#define CG_RNG_FADD(a, b) __fadd_rn((a), (b))
+#else
+#define CG_RNG_FMUL(a, b) ((a) * (b))
+#define CG_RNG_FADD(a, b) ((a) + (b))
 #endif
 
 #define CG_PHILOX_M0 0xD2511F53u
@@ -118,8 +128,7 @@ CG_RNG_FN float cg_rng_unit_open_f32(uint32_t x) { return (float)((x >> 8) + 1u)
 /* Uniform in [lo, hi) (needs lo < hi and hi - lo finite). */
 CG_RNG_FN float cg_rng_uniform_f32(uint32_t x, float lo, float hi) {
     float width = hi - lo;
-    float scaled = width * cg_rng_unit_f32(x);
-    float v = lo + scaled;
+    float v = CG_RNG_FADD(lo, CG_RNG_FMUL(width, cg_rng_unit_f32(x)));
     if (v >= hi) v = nextafterf(hi, lo); /* rounding up to hi is possible when |lo| >> hi - lo */
     return v;
 }
@@ -133,6 +142,9 @@ CG_RNG_FN void cg_rng_box_muller(uint32_t a, uint32_t b, float *z0, float *z1) {
     *z0 = r * cosf(t);
     *z1 = r * sinf(t);
 }
+
+/* mean + std * z, rounded after the multiply and after the add (the normal fill's last step). */
+CG_RNG_FN float cg_rng_affine_f32(float z, float mean, float std) { return CG_RNG_FADD(mean, CG_RNG_FMUL(std, z)); }
 
 /* lo + floor(x * range / 2^32), for 1 <= range <= 2^32. */
 CG_RNG_FN int64_t cg_rng_randint32(uint32_t x, int64_t lo, uint64_t range) {
