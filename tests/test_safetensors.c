@@ -4,6 +4,7 @@
 
 #include <dirent.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/safetensors.h"
@@ -545,6 +546,51 @@ static void test_missing_file(void **state) {
     expect_bad(g_dir, CG_ERR_IO, "not a regular file");
 }
 
+/* ------------------------------------------------------------------ cgrad inspect */
+
+/* Runs a shell command, returning its exit status and up to n-1 bytes of its stdout+stderr. */
+static int run_capture(const char *cmd, char *out, size_t n) {
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t k = fread(out, 1, n - 1, p);
+    out[k] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_cli_inspect(void **state) {
+    (void)state;
+    const char *bin = getenv("CGRAD_BIN");
+    if (!bin || access(bin, X_OK) != 0) {
+        print_message("skipped: CGRAD_BIN not set (run through make test-run)\n");
+        skip();
+    }
+    const int64_t s_emb[] = {16, 8}, s_n[] = {8};
+    const cg_tensor *ts[] = {cg_tensor_zeros(cpu(), CG_BF16, 2, s_emb), cg_tensor_zeros(cpu(), CG_F32, 1, s_n),
+                             cg_tensor_zeros(cpu(), CG_I64, 0, NULL)};
+    const char *nm[] = {"model.embed_tokens.weight", "model.norm.weight", "step"};
+    const char *mk[] = {"format"}, *mv[] = {"pt"};
+    const char *path = tmp_path("cli.safetensors");
+    assert_ok(cg_safetensors_write(path, 3, nm, ts, 1, mk, mv));
+    char cmd[600], out[4096];
+    snprintf(cmd, sizeof cmd, "%s inspect %s 2>&1", bin, path);
+    assert_int_equal(run_capture(cmd, out, sizeof out), 0);
+    /* 16*8 + 8 + 1 = 137 parameters; 256 + 32 + 8 = 296 bytes. */
+    assert_non_null(strstr(out, "model.embed_tokens.weight  BF16     [16, 8]"));
+    assert_non_null(strstr(out, "step                       I64      []"));
+    assert_non_null(strstr(out, "3 tensors, 137 parameters, 296 bytes (296 B)"));
+    assert_non_null(strstr(out, "format = pt"));
+    /* A malformed file: one line on stderr, exit 1. */
+    const char *bad = write_raw("cli_bad.safetensors", UINT64_MAX, "{" T_("a", "F32", "[2]", 0, 8) "}", 12);
+    snprintf(cmd, sizeof cmd, "%s inspect %s 2>&1 >/dev/null", bin, bad);
+    assert_int_equal(run_capture(cmd, out, sizeof out), 1);
+    char want[400];
+    snprintf(want, sizeof want, "cgrad inspect: %s: 4 trailing bytes", bad);
+    assert_non_null(strstr(out, want));
+    assert_non_null(strchr(out, '\n'));
+    assert_int_equal(strchr(out, '\n')[1], '\0');
+}
+
 /* ------------------------------------------------------------------ CUDA (skips without a GPU) */
 
 static void test_cuda_round_trip(void **state) {
@@ -598,6 +644,7 @@ int main(void) {
         TT(test_bad_trailing_and_truncated),
         TT(test_bad_metadata),
         TT(test_missing_file),
+        TT(test_cli_inspect),
         TT(test_cuda_round_trip),
     };
     return cmocka_run_group_tests(tests, setup_dir, remove_dir);
@@ -620,6 +667,10 @@ static void test_unsupported_without_cjson(void **state) {
     assert_int_equal(cg_safetensors_open(path, &st), CG_ERR_UNSUPPORTED);
     assert_error_contains("cgrad was built without cJSON");
     assert_null(st);
+    assert_int_equal(count_files_with(".tmp."), 0);
+    const char *raw = write_raw("raw.safetensors", UINT64_MAX, "{}", 0);
+    assert_int_equal(cg_safetensors_open(raw, &st), CG_ERR_UNSUPPORTED);
+    assert_error_contains(raw);
 }
 
 int main(void) {
