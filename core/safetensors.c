@@ -364,8 +364,9 @@ static cg_status open_impl(cg_safetensors *st) {
     if (bad < n)
         return cg_set_error(CG_ERR_FORMAT, "%s: the header is not valid UTF-8 (byte %zu of the header)", st->path, bad);
     cJSON *root = NULL;
-    if (cg_json_parse((const char *)b + 8, (size_t)n, st->path, &root) != CG_OK)
-        return cg_error_context("reading the safetensors header: ");
+    char what[4200];
+    snprintf(what, sizeof what, "%s: header", st->path); /* offsets in JSON errors count from the header */
+    if (cg_json_parse((const char *)b + 8, (size_t)n, what, &root) != CG_OK) return cg_last_status();
     cg_status s = parse_header(st, root);
     cJSON_Delete(root);
     return s;
