@@ -12,5 +12,6 @@ typedef struct cg_command {
 } cg_command;
 
 int cg_cmd_info(int argc, char **argv);
+int cg_cmd_inspect(int argc, char **argv);
 
 #endif
