@@ -135,7 +135,7 @@ STATIC_LIB := $(BUILD)/lib/libcgrad.a
 SHARED_LIB := $(BUILD)/lib/libcgrad.so
 CGRAD := $(BUILD)/bin/cgrad
 
-.PHONY: all lib test test-run test-full test-gpu bench run deps clean install features help
+.PHONY: all lib test test-run test-full test-gpu bench run deps clean install features help fuzz
 .DEFAULT_GOAL := all
 
 all: features lib $(CGRAD)
@@ -216,6 +216,16 @@ bench: $(BENCH_BINS) $(CGRAD)
 run: all
 	$(CGRAD) info
 
+# libFuzzer on the safetensors/JSON parsers (needs clang): `make fuzz FUZZ_SECONDS=60`.
+FUZZ_SECONDS ?= 60
+CLANG := $(or $(shell command -v clang 2>/dev/null),$(shell command -v clang-14 2>/dev/null))
+fuzz:
+	@test -n "$(CLANG)" || { echo "make fuzz: clang is not installed (apt-get install clang)"; exit 1; }
+	@mkdir -p build/fuzz_corpus
+	$(CLANG) -g -O1 -std=c11 -D_GNU_SOURCE -DCG_HAVE_CJSON -fsanitize=fuzzer,address,undefined -I. \
+	  tests/fuzz_safetensors.c $(wildcard core/*.c) -lcjson -lm -lpthread -ldl -o build/fuzz_safetensors
+	build/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) build/fuzz_corpus
+
 deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get update && apt-get install -y build-essential pkg-config libcmocka-dev libhwloc-dev \
@@ -238,6 +248,6 @@ clean:
 	rm -rf build
 
 help:
-	@echo "targets: all lib test test-full test-gpu bench run deps install clean"
+	@echo "targets: all lib test test-full test-gpu bench run deps install clean fuzz"
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -9,7 +9,10 @@
 #include "core/error.h"
 #include "core/gemm.h"
 #include "core/ops.h"
+#include "core/rng.h"
+#include "core/safetensors.h"
 #include "core/tensor.h"
+#include "core/tokens.h"
 #include "core/version.h"
 
 #endif

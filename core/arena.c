@@ -98,6 +98,37 @@ static void region_reset(region *r) {
     r->used = 0;
 }
 
+/* Drop chunks newer than the marked one, then restore the marked chunk's fill level. */
+static void region_rewind(region *r, void *mark_chunk, size_t chunk_used, size_t used) {
+    while (r->chunks && r->chunks != mark_chunk) {
+        chunk *c = r->chunks;
+        r->chunks = c->next;
+        r->reserved -= c->size;
+        cg_device_free(r->device, c->base);
+        free(c);
+    }
+    if (r->chunks) r->chunks->used = chunk_used;
+    r->used = used;
+}
+
+cg_arena_mark cg_arena_get_mark(const cg_arena *a) {
+    cg_arena_mark m = {0};
+    if (!a) return m;
+    m.data_chunk = a->data.chunks;
+    m.meta_chunk = a->meta.chunks;
+    m.data_chunk_used = a->data.chunks ? a->data.chunks->used : 0;
+    m.meta_chunk_used = a->meta.chunks ? a->meta.chunks->used : 0;
+    m.data_used = a->data.used;
+    m.meta_used = a->meta.used;
+    return m;
+}
+
+void cg_arena_rewind(cg_arena *a, cg_arena_mark m) {
+    if (!a) return;
+    region_rewind(&a->data, m.data_chunk, m.data_chunk_used, m.data_used);
+    region_rewind(&a->meta, m.meta_chunk, m.meta_chunk_used, m.meta_used);
+}
+
 cg_arena *cg_arena_create(const char *name, cg_device device, size_t chunk_bytes) {
     if (device.type == CG_DEVICE_CUDA && !cg_cuda_compiled()) {
         cg_set_error(CG_ERR_UNSUPPORTED, "arena '%s': cgrad was built without CUDA", name ? name : "");

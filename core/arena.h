@@ -38,6 +38,16 @@ void cg_arena_destroy(cg_arena *a);
 void *cg_arena_alloc(cg_arena *a, size_t nbytes, size_t align);
 /* Host memory for metadata, zero-filled. */
 void *cg_arena_alloc_meta(cg_arena *a, size_t nbytes);
+/* A position in the arena: cg_arena_rewind frees everything allocated after the mark (for evaluation
+ * loops and gradient checks that run many throw-away forwards inside one step). */
+typedef struct cg_arena_mark {
+    void *data_chunk, *meta_chunk;
+    size_t data_chunk_used, meta_chunk_used;
+    size_t data_used, meta_used;
+} cg_arena_mark;
+cg_arena_mark cg_arena_get_mark(const cg_arena *a);
+void cg_arena_rewind(cg_arena *a, cg_arena_mark m);
+
 /* Frees everything allocated from the arena at once. */
 void cg_arena_reset(cg_arena *a);
 

@@ -67,6 +67,27 @@ static void test_meta_is_zeroed_and_separate(void **state) {
     cg_arena_destroy(a);
 }
 
+static void test_mark_and_rewind(void **state) {
+    (void)state;
+    cg_arena *a = cg_arena_create("mark", CG_CPU, 1024);
+    char *keep = cg_arena_alloc(a, 100, 8);
+    memset(keep, 7, 100);
+    cg_arena_mark m = cg_arena_get_mark(a);
+    size_t used = cg_arena_get_stats(a).used;
+    for (int rep = 0; rep < 20; rep++) {
+        /* spill into new chunks, then rewind: the memory and the chunks go back */
+        for (int i = 0; i < 5; i++) assert_non_null(cg_arena_alloc(a, 900, 8));
+        assert_non_null(cg_arena_alloc_meta(a, 64));
+        cg_arena_rewind(a, m);
+        assert_int_equal(cg_arena_get_stats(a).used, used);
+        assert_int_equal(cg_arena_get_stats(a).reserved, 1024);
+    }
+    char *next = cg_arena_alloc(a, 10, 8);
+    assert_true(next >= keep + 100 && next < keep + 1024); /* reused the marked chunk */
+    for (int i = 0; i < 100; i++) assert_int_equal(keep[i], 7);
+    cg_arena_destroy(a);
+}
+
 static int hook_calls;
 static void count_hook(void *user) { hook_calls += *(int *)user; }
 
@@ -131,6 +152,7 @@ int main(void) {
         cmocka_unit_test(test_alignment_and_accounting),
         cmocka_unit_test(test_growth_then_merge_makes_steady_state_allocation_free),
         cmocka_unit_test(test_meta_is_zeroed_and_separate),
+        cmocka_unit_test(test_mark_and_rewind),
         cmocka_unit_test_teardown(test_context_step_end, cg_test_teardown),
         cmocka_unit_test_teardown(test_output_arena_override, cg_test_teardown),
         cmocka_unit_test(test_threads),
