@@ -343,9 +343,11 @@ static inline float f_clamp(float v, float lo, float hi) {
     const float above = v < lo ? lo : v;
     return above > hi ? hi : above;
 }
+/* 0.5 (1 + tanh(u)) = sigmoid(2u): one expf instead of tanhf (several times slower in glibc), and no
+ * cancellation in 1 + tanh(u) for negative u. */
 static inline float f_gelu_tanh(float x) {
-    const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
-    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+    const float k2 = 1.5957691216057308f; /* 2 sqrt(2 / pi) */
+    return x / (1.0f + expf(-k2 * (x + 0.044715f * x * x * x)));
 }
 
 /* One unary expression E(x) over the two stride patterns (packed, strided). */

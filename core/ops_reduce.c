@@ -162,6 +162,14 @@ static void reduce_outer_packed(cg_reduce_op op, float *out, int64_t *argout, co
             }
             for (int64_t r = 1; r < n; r++) {
                 const float *row = base + r * inner;
+                if (!argout) { /* value only: a branch-free select the compiler vectorises */
+                    if (is_max) {
+                        for (int64_t j = 0; j < w; j++) m[j] = (row[j] > m[j] || row[j] != row[j]) ? row[j] : m[j];
+                    } else {
+                        for (int64_t j = 0; j < w; j++) m[j] = (row[j] < m[j] || row[j] != row[j]) ? row[j] : m[j];
+                    }
+                    continue;
+                }
                 for (int64_t j = 0; j < w; j++) {
                     if (replaces(is_max, row[j], m[j])) {
                         m[j] = row[j];

@@ -461,9 +461,11 @@ static void check_reduce_all(const cg_tensor *x) {
                 int nd = 0;
                 for (int i = 0; i < x->ndim; i++)
                     if (keepdim || i != ax) shape[nd++] = i == ax ? 1 : x->shape[i];
-                cg_tensor *out = empty_t(CG_F32, nd, shape);
-                cg_tensor *arg = op >= CG_REDUCE_MAX ? empty_t(CG_I64, nd, shape) : NULL;
-                check_reduce(op, x, axis, keepdim, out, arg);
+                for (int with_arg = 0; with_arg < (op >= CG_REDUCE_MAX ? 2 : 1); with_arg++) {
+                    cg_tensor *out = empty_t(CG_F32, nd, shape);
+                    cg_tensor *arg = with_arg ? empty_t(CG_I64, nd, shape) : NULL;
+                    check_reduce(op, x, axis, keepdim, out, arg);
+                }
             }
         }
     }
@@ -511,6 +513,7 @@ static void test_reduce_large(void **state) {
         check_reduce(op, y, 1, false, empty_t(CG_F32, 1, SHAPE(3)), arg3);
         cg_tensor *arg300 = op >= CG_REDUCE_MAX ? empty_t(CG_I64, 2, SHAPE(1, 300)) : NULL;
         check_reduce(op, z, 0, true, empty_t(CG_F32, 2, SHAPE(1, 300)), arg300);
+        check_reduce(op, z, 0, true, empty_t(CG_F32, 2, SHAPE(1, 300)), NULL);
         cg_tensor *arg_w = op >= CG_REDUCE_MAX ? empty_t(CG_I64, 2, SHAPE(50, 30)) : NULL;
         check_reduce(op, w, 1, false, empty_t(CG_F32, 2, SHAPE(50, 30)), arg_w);
         cg_tensor *zt = cg_view_transpose(z, 0, 1); /* strided path, big */
@@ -546,6 +549,10 @@ static void test_reduce_nan_ties(void **state) {
         assert_close(cg_get_flat(o2, i), want_max[i], 0, 0);
         assert_int_equal((int64_t)cg_get_flat(a2, i), want_argmax[i]);
     }
+    assert_ok(cg_reduce_into(CG_REDUCE_MIN, o2, NULL, xt, 0, true)); /* the value-only column loop */
+    for (int i = 0; i < 4; i++) assert_close(cg_get_flat(o2, i), want_min[i], 0, 0);
+    assert_ok(cg_reduce_into(CG_REDUCE_MAX, o2, NULL, xt, 0, true));
+    for (int i = 0; i < 4; i++) assert_close(cg_get_flat(o2, i), want_max[i], 0, 0);
     assert_ok(cg_reduce_into(CG_REDUCE_SUM, o2, NULL, xt, 0, true));
     assert_close(cg_get_flat(o2, 0), 12.0, 0, 0);
     assert_close(cg_get_flat(o2, 1), NAN, 0, 0);
