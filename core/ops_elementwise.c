@@ -3,7 +3,12 @@
  *
  * Every kernel is a "run" function called by the iterator on the innermost merged dim; inside it, the
  * stride pattern picks a flat loop the compiler vectorises (all strides 1), a scalar-broadcast loop (one
- * input stride 0) or a plain strided loop. */
+ * input stride 0) or a plain strided loop.
+ *
+ * Aliasing: unary, affine, pow_scalar and clamp accept out == x, and binary and where accept out being
+ * exactly one of their inputs (the same view: same storage, offset, shape and strides), since each element
+ * is read before it is written and no other element depends on it. Partial overlap (out a shifted or
+ * differently strided view of an input's memory) is not supported. Outputs may not be expanded views. */
 #if defined(__GNUC__) && !defined(__clang__)
 /* The build uses -O2, where GCC 12 only vectorises loops that need no scalar epilogue; these flat loops
  * need one, so ask for the vectoriser with the dynamic cost model in this file. */
