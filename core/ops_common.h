@@ -17,9 +17,7 @@
  * is element-for-element, so it carries no dependence across iterations, which is what ivdep asserts. */
 #if defined(__GNUC__) && !defined(__clang__)
 #define CG_IVDEP _Pragma("GCC ivdep")
-#elif defined(__clang__)
-#define CG_IVDEP _Pragma("clang loop vectorize(assume_safety)")
-#else
+#else /* clang's assume_safety warns (an error under -Werror) on loops it cannot vectorise, like powf calls */
 #define CG_IVDEP
 #endif
 
