@@ -175,7 +175,11 @@ static AVX2_FMA void microkernel_avx2(int64_t kc, const float *restrict a, const
 }
 #endif
 
+/* The best kernel this CPU runs. CG_GEMM_KERNEL=generic forces the portable one (to test it on a machine
+ * with AVX2, or to rule the vector kernel out when chasing a numerical difference). */
 static microkernel_fn pick_microkernel(void) {
+    const char *forced = getenv("CG_GEMM_KERNEL");
+    if (forced && strcmp(forced, "generic") == 0) return microkernel_generic;
 #ifdef CG_GEMM_HAVE_AVX2_KERNEL
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return microkernel_avx2;
 #endif
