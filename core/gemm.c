@@ -188,30 +188,97 @@ static microkernel_fn pick_microkernel(void) {
 
 /* ------------------------------------------------------------------ packing */
 
+#ifdef CG_GEMM_HAVE_AVX2_KERNEL
+/* Transposes the 8 x 8 block held in r[0..7] (row i in r[i]) in place: afterwards r[j] is column j. */
+static inline AVX2_FMA void transpose8_avx2(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int h = 0; h < 2; h++) { /* rows 0-3, then rows 4-7 */
+        u[4 * h + 0] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0x44);
+        u[4 * h + 1] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0xEE);
+        u[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
+        u[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
+    }
+    for (int j = 0; j < 4; j++) {
+        r[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+        r[j + 4] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+    }
+}
+
+/* A full MR-row panel of a row-major A: 8 k at a time, 6 rows (plus 2 zero rows) transposed so that
+ * each k's 6 values are contiguous. Returns how many k it packed (a multiple of 8). */
+static AVX2_FMA int64_t pack_a_rows_avx2(const float *const rows[MR], int64_t kc, float *panel) {
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+        __m256 r[8];
+        for (int i = 0; i < MR; i++) r[i] = _mm256_loadu_ps(rows[i] + k);
+        r[6] = r[7] = _mm256_setzero_ps();
+        transpose8_avx2(r);
+        float *d = panel + k * MR;
+        /* 8-wide stores 6 apart: each overwrites the previous one's 2 spare lanes; the last one must not
+         * run past the 48 values of this group */
+        for (int j = 0; j < 7; j++) _mm256_storeu_ps(d + j * MR, r[j]);
+        _mm_storeu_ps(d + 7 * MR, _mm256_castps256_ps128(r[7]));
+        float tail[4];
+        _mm_storeu_ps(tail, _mm256_extractf128_ps(r[7], 1));
+        d[7 * MR + 4] = tail[0];
+        d[7 * MR + 5] = tail[1];
+    }
+    return k;
+}
+
+/* A full NR-column panel of a transposed B (stored [N, K]): two 8 x 8 transposes per 8 k. Returns how
+ * many k it packed. */
+static AVX2_FMA int64_t pack_b_trans_avx2(const float *src, int64_t ldb, int64_t kc, float *panel) {
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+        for (int h = 0; h < 2; h++) {
+            __m256 r[8];
+            for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + (8 * h + i) * ldb + k);
+            transpose8_avx2(r);
+            for (int j = 0; j < 8; j++) _mm256_store_ps(panel + (k + j) * NR + 8 * h, r[j]);
+        }
+    }
+    return k;
+}
+#endif
+
 /* Packs op(A)[i0 : i0+mc, k0 : k0+kc] into panels of MR rows: panel p holds, for each k, the MR values
  * of rows p*MR .. p*MR+MR-1 (zero past mc). */
 static void pack_a(const float *A, int64_t lda, bool trans_a, int64_t i0, int64_t k0, int64_t mc, int64_t kc,
-                   float *restrict dst) {
+                   bool avx2, float *restrict dst) {
+    (void)avx2;
     for (int64_t ir = 0; ir < mc; ir += MR) {
         int64_t mr = mc - ir < MR ? mc - ir : MR;
         float *panel = dst + ir * kc;
         if (!trans_a) {
             const float *rows[MR];
             for (int64_t ii = 0; ii < MR; ii++) rows[ii] = A + (i0 + ir + (ii < mr ? ii : 0)) * lda + k0;
+            int64_t k = 0;
             if (mr == MR) {
-                for (int64_t k = 0; k < kc; k++)
+#ifdef CG_GEMM_HAVE_AVX2_KERNEL
+                if (avx2) k = pack_a_rows_avx2(rows, kc, panel);
+#endif
+                for (; k < kc; k++)
                     for (int ii = 0; ii < MR; ii++) panel[k * MR + ii] = rows[ii][k];
             } else {
-                for (int64_t k = 0; k < kc; k++)
+                for (; k < kc; k++)
                     for (int ii = 0; ii < MR; ii++) panel[k * MR + ii] = ii < mr ? rows[ii][k] : 0.0f;
             }
         } else {
             const float *src = A + k0 * lda + i0 + ir; /* stored [K, M]: row k holds the M values */
-            for (int64_t k = 0; k < kc; k++) {
-                const float *s = src + k * lda;
-                int64_t ii = 0;
-                for (; ii < mr; ii++) panel[k * MR + ii] = s[ii];
-                for (; ii < MR; ii++) panel[k * MR + ii] = 0.0f;
+            if (mr == MR) {
+                for (int64_t k = 0; k < kc; k++) memcpy(panel + k * MR, src + k * lda, MR * sizeof(float));
+            } else {
+                for (int64_t k = 0; k < kc; k++) {
+                    const float *s = src + k * lda;
+                    int64_t ii = 0;
+                    for (; ii < mr; ii++) panel[k * MR + ii] = s[ii];
+                    for (; ii < MR; ii++) panel[k * MR + ii] = 0.0f;
+                }
             }
         }
     }
@@ -220,28 +287,38 @@ static void pack_a(const float *A, int64_t lda, bool trans_a, int64_t i0, int64_
 /* Packs panels [p_begin, p_end) of op(B)[k0 : k0+kc, j0 : j0+nc]: panel p holds, for each k, the NR values
  * of columns p*NR .. p*NR+NR-1 (zero past nc). */
 static void pack_b(const float *B, int64_t ldb, bool trans_b, int64_t k0, int64_t j0, int64_t kc, int64_t nc,
-                   int64_t p_begin, int64_t p_end, float *restrict dst) {
+                   int64_t p_begin, int64_t p_end, bool avx2, float *restrict dst) {
+    (void)avx2;
     for (int64_t p = p_begin; p < p_end; p++) {
         int64_t jr = p * NR;
         int64_t nr = nc - jr < NR ? nc - jr : NR;
         float *panel = dst + jr * kc;
         if (!trans_b) {
             const float *src = B + k0 * ldb + j0 + jr;
-            for (int64_t k = 0; k < kc; k++) {
-                const float *s = src + k * ldb;
-                float *d = panel + k * NR;
-                int64_t jj = 0;
-                for (; jj < nr; jj++) d[jj] = s[jj];
-                for (; jj < NR; jj++) d[jj] = 0.0f;
+            if (nr == NR) {
+                for (int64_t k = 0; k < kc; k++) memcpy(panel + k * NR, src + k * ldb, NR * sizeof(float));
+            } else {
+                for (int64_t k = 0; k < kc; k++) {
+                    const float *s = src + k * ldb;
+                    float *d = panel + k * NR;
+                    int64_t jj = 0;
+                    for (; jj < nr; jj++) d[jj] = s[jj];
+                    for (; jj < NR; jj++) d[jj] = 0.0f;
+                }
             }
         } else {
-            /* stored [N, K]: column j of op(B) is row j of B; read each row once, along k */
+            /* stored [N, K]: column j of op(B) is row j of B */
+            const float *src = B + (j0 + jr) * ldb + k0;
+            int64_t k = 0;
+#ifdef CG_GEMM_HAVE_AVX2_KERNEL
+            if (avx2 && nr == NR) k = pack_b_trans_avx2(src, ldb, kc, panel);
+#endif
             for (int64_t jj = 0; jj < NR; jj++) {
                 if (jj < nr) {
-                    const float *s = B + (j0 + jr + jj) * ldb + k0;
-                    for (int64_t k = 0; k < kc; k++) panel[k * NR + jj] = s[k];
+                    const float *s = src + jj * ldb;
+                    for (int64_t kk = k; kk < kc; kk++) panel[kk * NR + jj] = s[kk];
                 } else {
-                    for (int64_t k = 0; k < kc; k++) panel[k * NR + jj] = 0.0f;
+                    for (int64_t kk = k; kk < kc; kk++) panel[kk * NR + jj] = 0.0f;
                 }
             }
         }
@@ -258,6 +335,7 @@ typedef struct gemm_problem {
     int64_t lda, ldb, ldc;
     float *C;
     microkernel_fn kernel;
+    bool avx2;          /* the packing routines may use AVX2 */
     int tm, tn;         /* thread grid: tm row ranges x tn column ranges */
     float *bpack;       /* shared packed B block: KC x round_up(NC, NR) at most */
     float *apack;       /* one packed A block per thread */
@@ -297,11 +375,11 @@ static void gemm_worker(const gemm_problem *g, int tid, int nthreads) {
         for (int64_t pc = 0; pc < K; pc += KC) {
             int64_t kc = min64(KC, K - pc);
             float beta = pc == 0 ? g->beta : 1.0f;
-            pack_b(g->B, g->ldb, g->trans_b, pc, jc, kc, nc, pack_begin, pack_end, g->bpack);
+            pack_b(g->B, g->ldb, g->trans_b, pc, jc, kc, nc, pack_begin, pack_end, g->avx2, g->bpack);
             team_barrier(nthreads);
             for (int64_t ic = m_begin; ic < m_end && p_begin < p_end; ic += MC) {
                 int64_t mc = min64(MC, m_end - ic);
-                pack_a(g->A, g->lda, g->trans_a, ic, pc, mc, kc, apack);
+                pack_a(g->A, g->lda, g->trans_a, ic, pc, mc, kc, g->avx2, apack);
                 for (int64_t p = p_begin; p < p_end; p++) {
                     int64_t jr = p * NR;
                     int nr = (int)min64(NR, nc - jr);
@@ -370,6 +448,9 @@ void cg_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
         .trans_a = trans_a, .trans_b = trans_b, .M = M, .N = N, .K = K, .alpha = alpha, .beta = beta,
         .A = A, .B = B, .lda = lda, .ldb = ldb, .ldc = ldc, .C = C, .kernel = pick_microkernel(),
     };
+#ifdef CG_GEMM_HAVE_AVX2_KERNEL
+    g.avx2 = g.kernel == microkernel_avx2;
+#endif
     choose_thread_grid(M, N, nthreads, &g.tm, &g.tn);
 
     /* Buffers sized to the problem (a small GEMM gets a small buffer), 64-byte aligned; each thread's A
