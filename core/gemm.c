@@ -396,17 +396,19 @@ static void gemm_worker(const gemm_problem *g, int tid, int nthreads) {
     }
 }
 
-/* The tm x tn split of nthreads that minimises the largest share of micro-tiles; ties go to more row
- * ranges (the B block is packed once for all, while a split along N makes each thread pack the same A). */
+/* The tm x tn split of nthreads with the least work for the busiest thread, counted in cycles per k:
+ * rows * cols / 16 for the FMAs (two 8-wide FMA units), plus rows per NC block for packing A, which each
+ * thread of a row range repeats (B is packed once, by all threads together). */
 static void choose_thread_grid(int64_t M, int64_t N, int nthreads, int *tm, int *tn) {
-    int64_t mtiles = ceil_div(M, MR), ntiles = ceil_div(N, NR);
+    int64_t mtiles = ceil_div(M, MR), ntiles = ceil_div(N, NR), nblocks = ceil_div(N, NC);
     int64_t best = INT64_MAX;
     *tm = nthreads, *tn = 1;
     for (int m = nthreads; m >= 1; m--) {
         if (nthreads % m) continue;
         int n = nthreads / m;
-        int64_t share = ceil_div(mtiles, m) * ceil_div(ntiles, n);
-        if (share < best) best = share, *tm = m, *tn = n;
+        int64_t rows = ceil_div(mtiles, m) * MR, cols = ceil_div(ntiles, n) * NR;
+        int64_t cost = rows * cols / 16 + rows * nblocks;
+        if (cost < best) best = cost, *tm = m, *tn = n;
     }
 }
 
