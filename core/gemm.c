@@ -336,8 +336,9 @@ typedef struct gemm_problem {
     float *C;
     microkernel_fn kernel;
     bool avx2;          /* the packing routines may use AVX2 */
+    bool panelwise;     /* all of M in one A block on one row range: B packed a panel at a time */
     int tm, tn;         /* thread grid: tm row ranges x tn column ranges */
-    float *bpack;       /* shared packed B block: KC x round_up(NC, NR) at most */
+    float *bpack;       /* shared packed B block (KC x round_up(NC, NR) at most), or one panel per thread */
     float *apack;       /* one packed A block per thread */
     int64_t apack_size; /* floats per thread */
 } gemm_problem;
@@ -355,12 +356,43 @@ static void team_barrier(int nthreads) {
 #endif
 }
 
+/* When M fits one A block, each B panel is used by that block only: packing it just before use keeps the
+ * packed copy in L1 instead of writing a whole B block out to L3 and reading it back, which is most of
+ * the memory traffic when M is small (a few tokens times a weight matrix). Threads split the panels and
+ * need no barriers. */
+static void gemm_worker_panelwise(const gemm_problem *g, int tid) {
+    const int64_t M = g->M, N = g->N, K = g->K;
+    int64_t npanels = ceil_div(N, NR), panels_per = ceil_div(npanels, g->tn);
+    int64_t p_begin = min64(npanels, tid * panels_per), p_end = min64(npanels, p_begin + panels_per);
+    if (p_begin >= p_end) return;
+    float *apack = g->apack + tid * g->apack_size;
+    float *bpanel = g->bpack + tid * NR * min64(KC, K);
+    for (int64_t pc = 0; pc < K; pc += KC) {
+        int64_t kc = min64(KC, K - pc);
+        float beta = pc == 0 ? g->beta : 1.0f;
+        pack_a(g->A, g->lda, g->trans_a, 0, pc, M, kc, g->avx2, apack);
+        for (int64_t p = p_begin; p < p_end; p++) {
+            int64_t jr = p * NR;
+            int nr = (int)min64(NR, N - jr);
+            /* as panel 0 of the columns starting at jr */
+            pack_b(g->B, g->ldb, g->trans_b, pc, jr, kc, nr, 0, 1, g->avx2, bpanel);
+            for (int64_t ir = 0; ir < M; ir += MR) {
+                int mr = (int)min64(MR, M - ir);
+                g->kernel(kc, apack + ir * kc, bpanel, g->C + ir * g->ldc + jr, g->ldc, g->alpha, beta, mr, nr);
+            }
+        }
+    }
+}
+
 /* The part of C that thread tid (of nthreads) computes. Every thread runs the same jc/pc loop, since the
  * B block is packed by all of them together between barriers. */
 static void gemm_worker(const gemm_problem *g, int tid, int nthreads) {
+    if (g->panelwise) {
+        gemm_worker_panelwise(g, tid);
+        return;
+    }
     const int64_t M = g->M, N = g->N, K = g->K;
-    int tid_m = tid % g->tm, tid_n = tid / g->tm;
-    if (tid_n >= g->tn) tid_n = g->tn; /* more threads than the grid (cannot happen, but stay in range) */
+    int tid_m = tid % g->tm, tid_n = tid / g->tm; /* tm * tn == nthreads */
     int64_t rows_per = ceil_div(ceil_div(M, MR), g->tm) * MR;
     int64_t m_begin = min64(M, tid_m * rows_per), m_end = min64(M, m_begin + rows_per);
     float *apack = g->apack + tid * g->apack_size;
@@ -458,7 +490,8 @@ void cg_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
     /* Buffers sized to the problem (a small GEMM gets a small buffer), 64-byte aligned; each thread's A
      * block starts on a 64-byte boundary. */
     int64_t kc_max = min64(KC, K);
-    int64_t bpack_size = ceil_div(min64(NC, N), NR) * NR * kc_max;
+    g.panelwise = g.tm == 1 && M <= MC;
+    int64_t bpack_size = g.panelwise ? (int64_t)nthreads * NR * kc_max : ceil_div(min64(NC, N), NR) * NR * kc_max;
     g.apack_size = ceil_div(min64(MC, ceil_div(M, MR) * MR) * kc_max, 16) * 16;
     size_t nbytes = (size_t)(bpack_size + g.apack_size * nthreads) * sizeof(float);
     nbytes = (nbytes + 63) / 64 * 64;
