@@ -509,7 +509,8 @@ void cg_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float
     if (nthreads > 1) {
 #pragma omp parallel num_threads(nthreads)
         {
-            /* The runtime may give fewer threads than asked (nested or limited); the partition follows. */
+            /* The runtime may give fewer threads than asked (limits, nesting); the partition was made for
+             * nthreads, so one thread then does all the work. */
             int team = omp_get_num_threads();
             if (team == nthreads) {
                 gemm_worker(&g, omp_get_thread_num(), team);
