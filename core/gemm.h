@@ -1,6 +1,6 @@
 /* Single-precision GEMM on the CPU: cache-blocked (packed panels of A and B sized for L1/L2/L3), a
- * register-blocked micro-kernel written with vector extensions and compiled for AVX2+FMA / AVX-512 /
- * plain x86-64 (picked at run time), parallel over OpenMP threads (cg_set_num_threads). */
+ * register-blocked 6x16 micro-kernel (AVX2+FMA intrinsics, or a portable C kernel picked at run time
+ * when the CPU lacks AVX2; CG_GEMM_KERNEL=generic forces it), parallel over OpenMP threads (cg_set_num_threads). */
 #ifndef CG_GEMM_H
 #define CG_GEMM_H
 

@@ -58,23 +58,6 @@ static cg_status prepare_operand(const cg_tensor *t, bool trans, int nb, matrix_
     return CG_OK;
 }
 
-/* Broadcasts the batch dims of a and b (all but the last two) into shape; false if they do not fit. */
-static bool broadcast_batch(const cg_tensor *a, const cg_tensor *b, int *nb, int64_t *shape, int64_t *bad_a,
-                            int64_t *bad_b) {
-    int na = a->ndim - 2, nbb = b->ndim - 2;
-    *nb = na > nbb ? na : nbb;
-    for (int d = 0; d < *nb; d++) {
-        int da = d - (*nb - na), db = d - (*nb - nbb);
-        int64_t sa = da >= 0 ? a->shape[da] : 1, sb = db >= 0 ? b->shape[db] : 1;
-        if (sa != sb && sa != 1 && sb != 1) {
-            *bad_a = sa, *bad_b = sb;
-            return false;
-        }
-        shape[d] = sa == 1 ? sb : sa;
-    }
-    return true;
-}
-
 static void describe_operand(const cg_tensor *t, bool trans, int64_t k, char *buf, size_t n) {
     char desc[200];
     snprintf(buf, n, "%s (%sK=%lld)", cg_tensor_desc(t, desc, sizeof desc), trans ? "transposed, " : "",
@@ -115,10 +98,9 @@ cg_status cg_matmul_into(cg_tensor *out, const cg_tensor *a, const cg_tensor *b,
     }
 
     int nb;
-    int64_t batch_shape[CG_MAX_DIMS], bad_a = 0, bad_b = 0;
-    if (!broadcast_batch(a, b, &nb, batch_shape, &bad_a, &bad_b))
-        return cg_set_error(CG_ERR_SHAPE, "matmul: batch dimensions do not broadcast: a %s and b %s (%lld vs %lld)",
-                            da, db, (long long)bad_a, (long long)bad_b);
+    int64_t batch_shape[CG_MAX_DIMS];
+    if (cg_broadcast_shapes(ra - 2, a->shape, rb - 2, b->shape, &nb, batch_shape) != CG_OK)
+        return cg_set_error(CG_ERR_SHAPE, "matmul: batch dimensions do not broadcast: a %s and b %s", da, db);
     if (nb + 2 > CG_MAX_DIMS)
         return cg_set_error(CG_ERR_SHAPE, "matmul: a %s and b %s give more than %d dims", da, db, CG_MAX_DIMS);
 

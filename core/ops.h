@@ -27,6 +27,13 @@ typedef enum cg_binary_op {
     CG_OP_MAXIMUM, /* elementwise max; NaN propagates */
     CG_OP_MINIMUM,
     CG_OP_POW,
+    /* comparisons: 1.0 where the relation holds, else 0.0 (NaN compares false, except NOT_EQUAL) */
+    CG_OP_GREATER,
+    CG_OP_GREATER_EQUAL,
+    CG_OP_LESS,
+    CG_OP_LESS_EQUAL,
+    CG_OP_EQUAL,
+    CG_OP_NOT_EQUAL,
     CG_BINARY_OP_COUNT
 } cg_binary_op;
 
@@ -89,6 +96,14 @@ cg_status cg_index_select_into(cg_tensor *out, const cg_tensor *x, int axis, con
 /* out[..., :] = weight[ids[...], :]; weight [V, C], ids any shape of i32/i64, out [ids..., C]. An id outside
  * [0, V) is an error that names the id and its position. */
 cg_status cg_embedding_into(cg_tensor *out, const cg_tensor *weight, const cg_tensor *ids);
+/* The scatter counterparts, used by the backward passes (they accumulate: out must be initialised).
+ * torch.scatter_add_: out[index[i][j][k]][j][k] += src[i][j][k] along axis (index no larger than src). */
+cg_status cg_scatter_add_into(cg_tensor *out, int axis, const cg_tensor *index, const cg_tensor *src);
+/* torch.index_add_: out[..., index[i], ...] += src[..., i, ...] along axis; index 1-D. */
+cg_status cg_index_add_into(cg_tensor *out, int axis, const cg_tensor *index, const cg_tensor *src);
+/* The embedding's weight gradient: grad_weight[ids[n], :] += grad_out[n, :] for every position n, in
+ * position order whatever the thread count (deterministic). grad_weight [V, C] packed f32. */
+cg_status cg_embedding_backward_into(cg_tensor *grad_weight, const cg_tensor *ids, const cg_tensor *grad_out);
 /* Concatenates n tensors along axis into out. */
 cg_status cg_concat_into(cg_tensor *out, int n, const cg_tensor *const *xs, int axis);
 /* Casts between any dtypes (same shape): an alias of cg_copy, named for the op table. */

@@ -29,7 +29,9 @@
 /* ------------------------------------------------------------------ names */
 
 const char *cg_binary_op_name(cg_binary_op op) {
-    static const char *const names[CG_BINARY_OP_COUNT] = {"add", "sub", "mul", "div", "maximum", "minimum", "pow"};
+    static const char *const names[CG_BINARY_OP_COUNT] = {"add",     "sub",           "mul",  "div",       "maximum", "minimum",
+                                                                  "pow",     "greater",       "greater_equal", "less",
+                                                                  "less_equal", "equal",     "not_equal"};
     return (unsigned)op < CG_BINARY_OP_COUNT ? names[op] : "unknown binary op";
 }
 
@@ -263,6 +265,12 @@ static inline float op_minimum(float a, float b) { return (a < b || a != a) ? a 
 #define E_SUB(x, y) ((x) - (y))
 #define E_MUL(x, y) ((x) * (y))
 #define E_DIV(x, y) ((x) / (y))
+#define E_GT(x, y) ((x) > (y) ? 1.0f : 0.0f)
+#define E_GE(x, y) ((x) >= (y) ? 1.0f : 0.0f)
+#define E_LT(x, y) ((x) < (y) ? 1.0f : 0.0f)
+#define E_LE(x, y) ((x) <= (y) ? 1.0f : 0.0f)
+#define E_EQ(x, y) ((x) == (y) ? 1.0f : 0.0f)
+#define E_NE(x, y) ((x) != (y) ? 1.0f : 0.0f)
 
 static void binary_run(void *ctx, int64_t n, char *const *p, const int64_t *s) {
     cg_binary_op op = *(const cg_binary_op *)ctx;
@@ -277,6 +285,12 @@ static void binary_run(void *ctx, int64_t n, char *const *p, const int64_t *s) {
     case CG_OP_MAXIMUM: BINARY_LOOPS(op_maximum); break;
     case CG_OP_MINIMUM: BINARY_LOOPS(op_minimum); break;
     case CG_OP_POW: BINARY_LOOPS(powf); break;
+    case CG_OP_GREATER: BINARY_LOOPS(E_GT); break;
+    case CG_OP_GREATER_EQUAL: BINARY_LOOPS(E_GE); break;
+    case CG_OP_LESS: BINARY_LOOPS(E_LT); break;
+    case CG_OP_LESS_EQUAL: BINARY_LOOPS(E_LE); break;
+    case CG_OP_EQUAL: BINARY_LOOPS(E_EQ); break;
+    case CG_OP_NOT_EQUAL: BINARY_LOOPS(E_NE); break;
     default: break;
     }
 }

@@ -422,7 +422,7 @@ static void test_matmul_errors(void **state) {
     cg_tensor *b3 = cg_tensor_zeros(ar, CG_F32, 3, (int64_t[]){3, 3, 5});
     cg_tensor *out_b = cg_tensor_zeros(ar, CG_F32, 3, (int64_t[]){3, 2, 5});
     assert_int_equal(cg_matmul_into(out_b, a2, b3, false, false, 1.0f, 0.0f), CG_ERR_SHAPE);
-    assert_error_contains("matmul: batch dimensions do not broadcast: a f32[2, 2, 3] cpu and b f32[3, 3, 5] cpu (2 vs 3)");
+    assert_error_contains("matmul: batch dimensions do not broadcast: a f32[2, 2, 3] cpu and b f32[3, 3, 5] cpu");
 
     /* an out whose last dim is strided (a transposed view) cannot be written by the GEMM */
     cg_tensor *out52 = cg_tensor_zeros(ar, CG_F32, 2, (int64_t[]){5, 2});

@@ -120,6 +120,12 @@ static double ref_binary(cg_binary_op op, double a, double b) {
     case CG_OP_MAXIMUM: return isnan(a) || isnan(b) ? NAN : a > b ? a : b;
     case CG_OP_MINIMUM: return isnan(a) || isnan(b) ? NAN : a < b ? a : b;
     case CG_OP_POW: return pow(a, b);
+    case CG_OP_GREATER: return a > b;
+    case CG_OP_GREATER_EQUAL: return a >= b;
+    case CG_OP_LESS: return a < b;
+    case CG_OP_LESS_EQUAL: return a <= b;
+    case CG_OP_EQUAL: return a == b;
+    case CG_OP_NOT_EQUAL: return a != b;
     default: return NAN;
     }
 }
