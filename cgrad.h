@@ -15,4 +15,8 @@
 #include "core/tokens.h"
 #include "core/version.h"
 
+#include "autograd/autograd.h"
+#include "autograd/gradcheck.h"
+#include "autograd/ops.h"
+
 #endif

@@ -1,0 +1,57 @@
+/* Helpers shared by the autograd op files (not public API). */
+#ifndef CG_AUTOGRAD_OPS_COMMON_H
+#define CG_AUTOGRAD_OPS_COMMON_H
+
+#include "autograd/ops.h"
+#include "core/context.h"
+
+/* A new packed tensor on dev's output arena. */
+static inline cg_tensor *cg_new_output(cg_device dev, cg_dtype dtype, int ndim, const int64_t *shape) {
+    cg_arena *a = cg_output_arena(dev);
+    return a ? cg_tensor_empty(a, dtype, ndim, shape) : NULL;
+}
+
+/* A new packed f32 tensor shaped like t on t's device (for gradients and temporaries). */
+static inline cg_tensor *cg_new_like(const cg_tensor *t) {
+    return cg_new_output(t->device, CG_F32, t->ndim, t->shape);
+}
+
+/* Records a node for out; returns out, or NULL if recording failed. */
+static inline cg_tensor *cg_finish(const char *op, cg_backward_fn bw, cg_tensor *out, int n, cg_tensor *const *in,
+                                   cg_node **node_out) {
+    cg_status st;
+    cg_node *node = cg_record(op, bw, out, n, in, &st);
+    if (st != CG_OK) return NULL;
+    if (node_out) *node_out = node;
+    return out;
+}
+
+/* Null-argument check used at the top of every op. */
+#define CG_CHECK_ARG(op, t)                                                                                 \
+    do {                                                                                                    \
+        if (!(t)) {                                                                                         \
+            cg_set_error(CG_ERR_INVALID_ARG, "%s: %s is NULL", (op), #t);                                   \
+            return NULL;                                                                                    \
+        }                                                                                                   \
+    } while (0)
+
+/* Returns NULL from the enclosing op when a kernel fails (the kernel's message names the op). */
+#define CG_TRY(expr)                                                                                        \
+    do {                                                                                                    \
+        if ((expr) != CG_OK) return NULL;                                                                   \
+    } while (0)
+
+/* In backward functions: propagate a failed status. */
+#define CG_BW_TRY(expr)                                                                                     \
+    do {                                                                                                    \
+        cg_status s_ = (expr);                                                                              \
+        if (s_ != CG_OK) return s_;                                                                         \
+    } while (0)
+
+/* In backward functions: fail on a NULL temporary. */
+#define CG_BW_NONNULL(p)                                                                                    \
+    do {                                                                                                    \
+        if (!(p)) return cg_last_status();                                                                  \
+    } while (0)
+
+#endif
