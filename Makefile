@@ -158,17 +158,24 @@ $(BUILD)/obj/%.cu.o: %.cu
 	@$(if $(Q),echo "  NVCC  $<")
 	$(Q)$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
+# The shared library must resolve every symbol (no half-linked .so); the sanitizer runtime lives in the
+# executables, so that build skips the check.
+SO_LDFLAGS := -shared -Wl,-soname,libcgrad.so.0 $(if $(filter 1,$(SAN)),,-Wl,--no-undefined)
+
 $(STATIC_LIB): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
+	@$(if $(Q),echo "  AR    $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(SHARED_LIB): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) -shared -Wl,-soname,libcgrad.so.0 -o $@ $^ $(LDLIBS)
+	@$(if $(Q),echo "  LD    $@")
+	$(Q)$(CC) $(SO_LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(CGRAD): $(TOOL_OBJS) $(STATIC_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) -o $@ $(TOOL_OBJS) $(STATIC_LIB) $(LDLIBS)
+	@$(if $(Q),echo "  LD    $@")
+	$(Q)$(CC) -o $@ $(TOOL_OBJS) $(STATIC_LIB) $(LDLIBS)
 
 # ---------------------------------------------------------------- tests
 CMOCKA_CFLAGS := $(shell pkg-config --cflags cmocka 2>/dev/null)

@@ -1,6 +1,7 @@
 /* The cgrad program: --version format, subcommand dispatch, errors as one line on stderr with a non-zero
  * exit. Runs the binary named by $CGRAD_BIN (set by `make test`). */
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "test_util.h"
 
@@ -48,11 +49,34 @@ static void test_info(void **state) {
     assert_non_null(strstr(out, "unknown flag '--bogus'"));
 }
 
+static void test_inspect_token_shard(void **state) {
+    (void)state;
+    char dir[] = "/tmp/cgrad_cli_XXXXXX", path[64], cmd[128], out[4096];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/shard.bin", dir);
+    int32_t tokens[20];
+    for (int i = 0; i < 20; i++) tokens[i] = 1000 * i;
+    assert_ok(cg_token_file_write(path, tokens, 20, 2));
+    snprintf(cmd, sizeof cmd, "inspect %s", path);
+    assert_int_equal(run_cgrad(cmd, out, sizeof out), 0);
+    assert_non_null(strstr(out, "llm.c token shard, 20 tokens of 16 bits"));
+    assert_non_null(strstr(out, "first tokens: 0 1000 2000"));
+    /* truncate it: one line on stderr naming the problem, exit 1 */
+    assert_int_equal(truncate(path, 1024 + 10), 0);
+    assert_int_equal(run_cgrad(cmd, out, sizeof out), 1);
+    assert_non_null(strstr(out, "cgrad inspect: "));
+    assert_non_null(strstr(out, "truncated"));
+    assert_null(strchr(out, '\n') == out + strlen(out) - 1 ? NULL : "more than one line");
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_version),
         cmocka_unit_test(test_unknown_command_and_usage),
         cmocka_unit_test(test_info),
+        cmocka_unit_test(test_inspect_token_shard),
     };
     return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/safetensors.h"
+#include "core/tokens.h"
 #include "tools/commands.h"
 
 typedef struct inspect_format {
@@ -103,10 +104,46 @@ static cg_status print_safetensors(const char *path) {
     return CG_OK;
 }
 
+/* ------------------------------------------------------------------ llm.c token shards */
+
+static bool is_token_shard(const char *path) {
+    if (ends_with(path, ".bin")) return true;
+    FILE *f = fopen(path, "rb"); /* or sniff the magic: 20240520 (GPT-2) or 20240801 (Llama 3) */
+    if (!f) return false;
+    int32_t magic = 0;
+    bool ok = fread(&magic, 4, 1, f) == 1;
+    fclose(f);
+    return ok && (magic == 20240520 || magic == 20240801);
+}
+
+static cg_status print_token_shard(const char *path) {
+    cg_token_file *tf = NULL;
+    cg_status s = cg_token_file_open(path, &tf);
+    if (s != CG_OK) return s;
+    int64_t n = cg_token_file_count(tf);
+    int width = cg_token_file_token_bytes(tf);
+    char num[40];
+    printf("%s: llm.c token shard, %s tokens of %d bits\n", path, with_commas((unsigned long long)n, num, sizeof num),
+           8 * width);
+    int64_t show = n < 16 ? n : 16;
+    if (show > 0) {
+        int32_t first[16];
+        s = cg_token_file_read(tf, 0, show, first);
+        if (s == CG_OK) {
+            printf("  first tokens:");
+            for (int64_t i = 0; i < show; i++) printf(" %d", first[i]);
+            printf("%s\n", show < n ? " ..." : "");
+        }
+    }
+    cg_token_file_close(tf);
+    return s;
+}
+
 /* ------------------------------------------------------------------ the command */
 
 static const inspect_format formats[] = {
     {"safetensors", is_safetensors, print_safetensors},
+    {"token shard", is_token_shard, print_token_shard},
 };
 static const int n_formats = (int)(sizeof formats / sizeof formats[0]);
 
@@ -115,6 +152,7 @@ static void usage(FILE *f) {
                "  shows what a file holds:\n"
                "    .safetensors   one line per tensor (name, dtype, shape, bytes), the tensor count, total\n"
                "                   parameters and bytes, and the __metadata__ entries\n"
+               "    .bin           an llm.c token shard: token count, width and the first tokens\n"
                "  the file is validated as it is read; a malformed file is reported with the problem\n");
 }
 
@@ -146,7 +184,7 @@ int cg_cmd_inspect(int argc, char **argv) {
         for (int k = 0; k < n_formats && !fmt; k++)
             if (formats[k].matches(path)) fmt = &formats[k];
         if (!fmt) {
-            fprintf(stderr, "cgrad inspect: %s: unrecognised file (expected a .safetensors file)\n", path);
+            fprintf(stderr, "cgrad inspect: %s: unrecognised file (expected a .safetensors file or an llm.c .bin token shard)\n", path);
             rc = 1;
             continue;
         }
