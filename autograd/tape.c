@@ -47,19 +47,8 @@ void cg_zero_grads(int n, cg_tensor *const *ts) {
 }
 
 cg_tensor *cg_detach(const cg_tensor *t) {
-    if (!t) {
-        cg_set_error(CG_ERR_INVALID_ARG, "detach: NULL tensor");
-        return NULL;
-    }
-    cg_arena *a = cg_output_arena(t->device);
-    if (!a) return NULL;
-    cg_tensor *v = cg_arena_alloc_meta(a, sizeof *v);
-    if (!v) return NULL;
-    *v = *t;
-    v->requires_grad = false;
-    v->grad = NULL;
-    v->node = NULL;
-    v->name = NULL;
+    cg_tensor *v = cg_view_alias(t);
+    if (!v) cg_error_context("detach: ");
     return v;
 }
 

@@ -246,6 +246,8 @@ static bool view_strides(const cg_tensor *t, int ndim, const int64_t *shape, int
     return view_d == -1;
 }
 
+cg_tensor *cg_view_alias(const cg_tensor *t) { return view_of(t, "alias"); }
+
 cg_tensor *cg_view_reshape(const cg_tensor *t, int ndim, const int64_t *shape) {
     char sbuf[160];
     if (!t) return view_of(t, "reshape");

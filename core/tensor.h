@@ -82,6 +82,8 @@ double cg_get_flat(const cg_tensor *t, int64_t i);
 void cg_set_flat(cg_tensor *t, int64_t i, double value);
 
 /* ---- views: share storage; the new struct comes from the output arena (see core/context.h) ---- */
+/* A new struct for the same elements (same shape, strides, storage) with no autograd state. */
+cg_tensor *cg_view_alias(const cg_tensor *t);
 /* One entry of shape may be -1 (inferred). Fails if the layout cannot be viewed without a copy
  * (use cg_contiguous first, or autograd's cg_reshape, which copies when it must). */
 cg_tensor *cg_view_reshape(const cg_tensor *t, int ndim, const int64_t *shape);
