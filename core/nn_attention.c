@@ -3,11 +3,14 @@
 #include <math.h>
 #include <string.h>
 
+/* OMP(...) is an OpenMP pragma when the build has OpenMP, else nothing (no unknown-pragma warnings). */
 #ifdef CG_HAVE_OPENMP
 #include <omp.h>
 #define THREAD_ID() omp_get_thread_num()
+#define OMP(...) _Pragma(#__VA_ARGS__)
 #else
 #define THREAD_ID() 0
+#define OMP(...)
 #endif
 
 #define TQ CG_ATTN_TILE_Q
@@ -26,7 +29,7 @@ static void rope_rotate(float *out, const float *x, int64_t B, int64_t H, int64_
         int64_t ni = half - i0 < ROPE_CHUNK ? half - i0 : ROPE_CHUNK;
         double inv_freq[ROPE_CHUNK];
         for (int64_t i = 0; i < ni; i++) inv_freq[i] = pow((double)theta, -2.0 * (double)(i0 + i) / (double)D);
-#pragma omp parallel for schedule(static) if (rows * H * ni > PARALLEL_MIN_WORK)
+        OMP(omp parallel for schedule(static) if (rows * H * ni > PARALLEL_MIN_WORK))
         for (int64_t bt = 0; bt < rows; bt++) {
             int64_t b = bt / T, t = bt % T;
             double pos = (double)(positions ? positions[bt] : pos_offset + t);
@@ -165,7 +168,7 @@ void cg_cpu_attention_forward(float *out, float *lse, const float *q, const floa
     int64_t items = d->batch * d->q_heads * q_blocks(d);
     int nt = n_threads > 0 ? n_threads : 1;
     (void)nt;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (attention_work(d) > PARALLEL_MIN_WORK)
+    OMP(omp parallel for schedule(dynamic, 1) num_threads(nt) if (attention_work(d) > PARALLEL_MIN_WORK))
     for (int64_t item = 0; item < items; item++)
         forward_block(out, lse, q, k, v, key_mask, d, item, workspace + (size_t)THREAD_ID() * FWD_SCRATCH);
 }
@@ -177,13 +180,15 @@ size_t cg_cpu_attention_backward_workspace(const cg_attention_dims *d, int n_thr
     return (size_t)(d->batch * d->q_heads * d->q_len);
 }
 
-/* P and dS = P (dP - delta) scale for query row t (global row index qrow) and key j; 0 when not visible. */
+/* What the backward needs of one query row to form P = exp(scale q.k - lse) and dS = P (dout.v - delta) scale
+ * for each key it sees. */
 typedef struct row_ctx {
     const float *q, *dout; /* this query row */
     float lse, delta;
     int64_t last; /* last visible key */
 } row_ctx;
 
+/* 0 when the row sees no key at all (nothing to do). */
 static inline int row_ctx_init(row_ctx *rc, const float *q, const float *dout, const float *lse,
                                const float *delta, int64_t qrow, int64_t t, const cg_attention_dims *d) {
     rc->lse = lse[qrow];
@@ -268,20 +273,20 @@ void cg_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dou
     int64_t rows = d->batch * d->q_heads * d->q_len, D = d->head_dim;
     int nt = n_threads > 0 ? n_threads : 1;
     int parallel = attention_work(d) > PARALLEL_MIN_WORK;
-    (void)nt;
+    (void)nt, (void)parallel;
     float *delta = workspace; /* rowsum(dout * out): the softmax backward's correction term */
-#pragma omp parallel for schedule(static) num_threads(nt) if (parallel)
+    OMP(omp parallel for schedule(static) num_threads(nt) if (parallel))
     for (int64_t r = 0; r < rows; r++) delta[r] = dot(dout + r * D, out + r * D, D);
 
     if (dk || dv) {
         int64_t items = d->batch * d->kv_heads * ((d->kv_len + TK - 1) / TK);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (parallel)
+        OMP(omp parallel for schedule(dynamic, 1) num_threads(nt) if (parallel))
         for (int64_t item = 0; item < items; item++)
             backward_kv_tile(dk, dv, dout, q, k, v, lse, delta, key_mask, d, item);
     }
     if (dq) {
         int64_t items = d->batch * d->q_heads * q_blocks(d);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (parallel)
+        OMP(omp parallel for schedule(dynamic, 1) num_threads(nt) if (parallel))
         for (int64_t item = 0; item < items; item++)
             backward_q_block(dq, dout, q, k, v, lse, delta, key_mask, d, item);
     }

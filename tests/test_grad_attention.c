@@ -171,6 +171,15 @@ static void test_attention_explicit_scale_and_closed_form(void **state) {
     cg_tensor *o1 = cg_attention(q1, k1, v1, NULL, -1.0f);
     assert_non_null(o1);
     for (int i = 0; i < 4; i++) assert_true(cg_get_flat(o1, i) == vv[i]);
+
+    /* no queries (T = 0) against three keys: an empty output, not an error */
+    int64_t q0s[4] = {1, 2, 0, 8};
+    cg_tensor *q0 = cg_tensor_zeros(cg_step_arena(CG_CPU), CG_F32, 4, q0s);
+    cg_tensor *o0 = cg_attention(q0, rand_tensor(4, (int64_t[]){1, 1, 3, 8}, 6, 1.0f),
+                                 rand_tensor(4, (int64_t[]){1, 1, 3, 8}, 7, 1.0f), NULL, 0.0f);
+    assert_non_null(o0);
+    assert_int_equal(cg_numel(o0), 0);
+    assert_int_equal(o0->shape[2], 0);
 }
 
 /* Left-padded batch with S = T: the first pad queries of the padded row see only padding, so they output
@@ -333,13 +342,18 @@ static void test_attention_thread_count_invariance(void **state) {
     }
 }
 
-/* The issue's memory figure: at T = 2048 the forward and backward together need far less extra memory than
+/* The issue's memory figure: at T = 2048 (1100 under ASan) the forward and backward together need far less extra memory than
  * one T x T f32 matrix per head; a few output rows are checked against the naive reference too. */
 static void test_attention_memory_long_sequence(void **state) {
     (void)state;
     cg_step_end();
     cg_shutdown(); /* fresh arenas, so step_peak measures this test only */
-    const int64_t B = 1, H = 2, T = 2048, D = 64;
+#ifdef __SANITIZE_ADDRESS__
+    const int64_t T = 1100; /* still above 1024; the instrumented kernels run ~15x slower */
+#else
+    const int64_t T = 2048;
+#endif
+    const int64_t B = 1, H = 2, D = 64;
     int64_t s[4] = {B, H, T, D};
     cg_tensor *q = rand_tensor(4, s, 91, 1.0f), *k = rand_tensor(4, s, 92, 1.0f), *v = rand_tensor(4, s, 93, 1.0f);
     cg_tensor *dout = rand_tensor(4, s, 94, 1.0f);
@@ -356,15 +370,18 @@ static void test_attention_memory_long_sequence(void **state) {
     cg_attention_dims dims = {B, H, H, T, T, D, 0.125f};
     size_t fwd_ws = cg_cpu_attention_forward_workspace(&dims, cg_get_num_threads()) * sizeof(float);
     size_t bwd_ws = cg_cpu_attention_backward_workspace(&dims, cg_get_num_threads()) * sizeof(float);
-    print_message("attention B=%lld H=%lld T=%lld D=%lld forward+backward: step-arena growth %.2f MiB "
-                  "(%.2f MiB per head; out, lse and dq/dk/dv are %.2f MiB of it), kernel scratch %zu + %zu bytes; "
-                  "a T x T f32 matrix per head would be %.1f MiB\n",
+    /* what is not an output of the op: the kernels' scratch, alignment, copies */
+    size_t outputs = 4 * tensor_bytes + (size_t)(B * H * T) * sizeof(float); /* out, dq, dk, dv; lse */
+    assert_true(extra >= outputs);
+    size_t overhead = extra - outputs;
+    print_message("attention B=%lld H=%lld T=%lld D=%lld forward+backward: step-arena growth %.3f MiB "
+                  "(%.3f MiB per head), of which %zu bytes are not out/lse/dq/dk/dv; kernel scratch %zu (forward) + "
+                  "%zu (backward) bytes; one T x T f32 matrix per head would be %.2f MiB\n",
                   (long long)B, (long long)H, (long long)T, (long long)D, extra / 1048576.0,
-                  extra / 1048576.0 / (double)H, (4 * tensor_bytes + (size_t)(B * H * T) * 4) / 1048576.0, fwd_ws,
-                  bwd_ws, tt_per_head / 1048576.0);
-    /* out, lse, the three gradients and a copy of the upstream gradient at most, plus tile-sized scratch */
-    assert_true(extra <= 5 * tensor_bytes + (size_t)(B * H * T) * 4 + (1u << 20));
-    assert_true(extra / (size_t)H < tt_per_head / 4);
+                  extra / 1048576.0 / (double)H, overhead, fwd_ws, bwd_ws, tt_per_head / 1048576.0);
+    assert_true(overhead <= (256u << 10));          /* tile-sized, independent of T x T */
+    assert_true(overhead * 64 < tt_per_head);
+    assert_true(extra / (size_t)H < tt_per_head / 2); /* even counting the O(T D) outputs */
     assert_true(fwd_ws <= (size_t)cg_get_num_threads() * 20000);
     assert_true(bwd_ws == (size_t)(B * H * T) * sizeof(float));
 
@@ -373,7 +390,7 @@ static void test_attention_memory_long_sequence(void **state) {
     double *kd = malloc((size_t)(T * D) * sizeof(double)), *vd = malloc((size_t)(T * D) * sizeof(double));
     double qr[64], want[64];
     assert_true(kd && vd);
-    const int64_t rows[3] = {0, 1000, 2047};
+    const int64_t rows[3] = {0, T / 2 + 1, T - 1};
     for (int ri = 0; ri < 3; ri++) {
         int64_t t = rows[ri];
         one.S = t + 1; /* query t sees keys 0 .. t: a single query at the end of t + 1 keys */
