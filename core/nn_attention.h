@@ -50,8 +50,8 @@ size_t cg_cpu_attention_backward_workspace(const cg_attention_dims *d, int n_thr
 /* FlashAttention-2 style backward from out and lse: P = exp(scale q k^T - lse) is recomputed tile by tile.
  * dk/dv come from a pass parallel over (batch, kv head, key tile), summing over the query heads of the group;
  * dq from a pass parallel over (batch, query head, query tile). Every gradient element is written by one
- * work item in a fixed order, so results are deterministic and independent of the thread count. dq, or
- * dk and dv together, may be NULL to skip them. The outputs are overwritten (not accumulated into). */
+ * work item in a fixed order, so results are deterministic and independent of the thread count. Any of dq,
+ * dk, dv may be NULL to skip it. The outputs are overwritten (not accumulated into). */
 void cg_cpu_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
                                const float *v, const float *out, const float *lse, const uint8_t *key_mask,
                                const cg_attention_dims *d, int n_threads, float *workspace);
