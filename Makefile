@@ -29,7 +29,7 @@ endif
 have = $(if $(filter 0,$($(1))),,$(2))
 
 OPENMP_OK := $(shell echo 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null 2>/dev/null && echo yes)
-OPENMP := $(call have,OPENMP,$(OPENMP_OK))
+HAVE_OPENMP := $(call have,OPENMP,$(OPENMP_OK))
 
 NVCC_PATH := $(or $(shell command -v nvcc 2>/dev/null),$(wildcard /usr/local/cuda/bin/nvcc))
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(realpath $(NVCC_PATH)))
@@ -50,12 +50,13 @@ FEATURE_CFLAGS :=
 FEATURE_LIBS :=
 ON := cpu
 OFF :=
-ifneq ($(OPENMP),)
+ifneq ($(HAVE_OPENMP),)
 FEATURE_CFLAGS += -fopenmp -DCG_HAVE_OPENMP
 FEATURE_LIBS += -fopenmp
 ON += openmp
 else
 OFF += openmp
+FEATURE_CFLAGS += -Wno-unknown-pragmas
 endif
 ifneq ($(HAVE_CUDA),)
 FEATURE_CFLAGS += -DCG_HAVE_CUDA -I$(CUDA_HOME)/include
