@@ -1,5 +1,7 @@
 /* Linear (bias, GELU epilogue), LoRA linear and dropout: forward values against naive double loops,
- * gradients by cg_gradcheck and by closed forms, the dropout mask's statistics and reuse, and errors. */
+ * gradients by cg_gradcheck and by closed forms, the dropout mask's statistics and reuse, and errors.
+ * Gradcheck tolerances (eps 1e-3): linear and LoRA rtol 5e-3 / atol 1e-3 (f32 rounding of the perturbed
+ * outputs is ~5e-4 in the numeric derivative, so 2e-4 fails), dropout + tanh rtol 1e-3 / atol 1e-4. */
 #include "test_util.h"
 
 #include "autograd/gradcheck.h"
@@ -147,7 +149,7 @@ static void test_linear_gradcheck(void **state) {
         cg_tensor *inputs[3] = {as_leaf(case_x(c, 40 + ci)), rand_leaf(2, ws, 50 + ci, 1.0f),
                                 c->bias ? rand_leaf(1, bs, 60 + ci, 1.0f) : NULL};
         linear_fn_args a = {c->gelu};
-        check_gradients(linear_fn, &a, c->bias ? 3 : 2, inputs, 1e-2, 1e-3);
+        check_gradients(linear_fn, &a, c->bias ? 3 : 2, inputs, 5e-3, 1e-3);
         cg_step_end();
     }
 }
@@ -288,10 +290,10 @@ static void test_lora_gradcheck(void **state) {
         lora_fn_args a = {.scale = 2.0f, .p = dropout ? 0.3f : 0.0f, .rng = cg_rng_fork(&(cg_rng){7, 0, 0}, 3)};
         /* x, A, B (w and bias frozen), then everything */
         cg_tensor *in[5] = {as_leaf(s.x), s.w, as_leaf(s.A), as_leaf(s.B), s.b};
-        check_gradients(lora_fn, &a, 5, in, 1e-2, 1e-3);
+        check_gradients(lora_fn, &a, 5, in, 5e-3, 1e-3);
         assert_ok(cg_set_requires_grad(s.w, true));
         assert_ok(cg_set_requires_grad(s.b, true));
-        check_gradients(lora_fn, &a, 5, in, 1e-2, 1e-3);
+        check_gradients(lora_fn, &a, 5, in, 5e-3, 1e-3);
         cg_step_end();
     }
 }
