@@ -104,6 +104,18 @@ cg_tensor *cg_compare(cg_binary_op op, const cg_tensor *a, const cg_tensor *b) {
 
 /* ------------------------------------------------------------------ elementwise, unary */
 
+/* A 0-d tensor holding 0 (a comparison operand) on t's device. */
+static cg_tensor *scalar_zero(const cg_tensor *t) {
+    cg_tensor *z = cg_new_output(t->device, CG_F32, 0, NULL);
+    return z && cg_fill(z, 0.0) == CG_OK ? z : NULL;
+}
+
+/* Zeros of t's shape: an exact zero gradient (g * 0 would turn an infinite g into NaN). */
+static cg_tensor *zeros_like(const cg_tensor *t) {
+    cg_tensor *z = cg_new_like(t);
+    return z && cg_fill(z, 0.0) == CG_OK ? z : NULL;
+}
+
 static cg_status unary_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) {
     const cg_tensor *x = n->inputs[0], *y = n->out;
     cg_tensor *d = NULL; /* dy/dx */
@@ -113,13 +125,13 @@ static cg_status unary_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) 
     case CG_OP_LOG: gi[0] = cg_div(g, x); break;
     case CG_OP_TANH: d = cg_affine(cg_square(y), -1.0f, 1.0f); break;                 /* 1 - y^2 */
     case CG_OP_SIGMOID: d = cg_mul(y, cg_affine(y, -1.0f, 1.0f)); break;              /* y (1 - y) */
-    case CG_OP_SIGN: gi[0] = cg_scale(g, 0.0f); break;
+    case CG_OP_SIGN: gi[0] = zeros_like(x); break;
     case CG_OP_ABS: d = cg_sign(x); break;
     case CG_OP_SQRT: gi[0] = cg_div(cg_scale(g, 0.5f), y); break;                      /* 1 / (2 sqrt x) */
     case CG_OP_RSQRT: d = cg_scale(cg_pow_scalar(y, 3.0f), -0.5f); break;              /* -x^-3/2 / 2 */
     case CG_OP_RECIPROCAL: d = cg_neg(cg_square(y)); break;
     case CG_OP_SQUARE: d = cg_scale(x, 2.0f); break;
-    case CG_OP_RELU: d = cg_compare(CG_OP_GREATER, x, cg_scale(x, 0.0f)); break;      /* 0 at x = 0 */
+    case CG_OP_RELU: d = cg_compare(CG_OP_GREATER, x, scalar_zero(x)); break; /* 0 at x = 0, 1 at +inf */
     default: return cg_set_error(CG_ERR_INTERNAL, "unary backward: op %lld has no rule here", (long long)n->iargs[0]);
     }
     if (d) gi[0] = cg_mul(g, d);
@@ -176,6 +188,10 @@ cg_tensor *cg_add_scalar(const cg_tensor *x, float c) { return cg_affine(x, 1.0f
 
 static cg_status pow_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) {
     float p = (float)n->args[0];
+    if (p == 0.0f) { /* x^0 = 1: zero gradient, also at x = 0 where p x^(p-1) would be 0 * inf = NaN */
+        gi[0] = zeros_like(n->inputs[0]);
+        return gi[0] ? CG_OK : cg_last_status();
+    }
     gi[0] = cg_mul(g, cg_scale(cg_pow_scalar(n->inputs[0], p - 1.0f), p));
     return gi[0] ? CG_OK : cg_last_status();
 }
@@ -214,6 +230,9 @@ static cg_status where_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) 
     cg_tensor *zero = cg_new_output(g->device, CG_F32, 0, NULL);
     CG_BW_NONNULL(zero);
     CG_BW_TRY(cg_fill(zero, 0.0));
+    if (cond->requires_grad) { /* a float mask computed in the graph: the output is piecewise constant in it */
+        CG_BW_NONNULL(gi[0] = zeros_like(cond));
+    }
     if (n->inputs[1]->requires_grad) CG_BW_NONNULL(gi[1] = unbroadcast(cg_where(cond, g, zero), n->inputs[1]));
     if (n->inputs[2]->requires_grad) CG_BW_NONNULL(gi[2] = unbroadcast(cg_where(cond, zero, g), n->inputs[2]));
     return CG_OK;
