@@ -3,61 +3,22 @@
  * All three view the input as a matrix of rows: x [..., in] is x2 [N, in] with N the product of the leading
  * dims, so the matmuls are single cg_matmul_into calls (a transposed x is passed as is: the GEMM reads it
  * through its strides). The elementwise epilogues (bias, GELU, dropout mask) are small packed-array loops
- * in the "CPU kernels" section below; they are the pieces the CUDA backend fuses into its own kernels. */
+ * in core/nn_linear.c; they are the pieces the CUDA backend fuses into its own kernels. */
 #include <math.h>
 #include <string.h>
 
 #include "autograd/ops_common.h"
 #include "core/nn_activation.h"
+#include "core/nn_linear.h"
 
 #define PARALLEL_MIN 32768
-
-/* ------------------------------------------------------------------ CPU kernels (packed f32) */
-
-/* The same expression as the GELU unary op (core/ops_elementwise.c), so that linear with the GELU epilogue
- * equals gelu(linear(...)) bit for bit: 0.5 (1 + tanh(u)) = sigmoid(2u). */
-static inline float gelu_tanh(float x) {
-    const float k2 = 1.5957691216057308f; /* 2 sqrt(2 / pi) */
-    return x / (1.0f + expf(-k2 * (x + 0.044715f * x * x * x)));
-}
-
-/* y[i, j] += bias[j] (bias may be NULL); then pre = y (when pre is given: the backward needs it) and, with
- * gelu, y = gelu(y). One pass over the rows. */
-static void bias_gelu_forward(float *y, float *pre, const float *bias, int64_t rows, int64_t cols, bool gelu) {
-#pragma omp parallel for schedule(static) if (rows * cols > PARALLEL_MIN)
-    for (int64_t r = 0; r < rows; r++) {
-        float *yr = y + r * cols;
-        float *pr = pre ? pre + r * cols : NULL;
-        for (int64_t c = 0; c < cols; c++) {
-            float v = bias ? yr[c] + bias[c] : yr[c];
-            if (pr) pr[c] = v;
-            yr[c] = gelu ? gelu_tanh(v) : v;
-        }
-    }
-}
-
-/* out = a * b elementwise (dropout: x * mask, mask holding 0 or 1/(1-p)). */
-static void mul_packed(float *out, const float *a, const float *b, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) out[i] = a[i] * b[i];
-}
-
-/* out += a * b elementwise. */
-static void fma_packed(float *out, const float *a, const float *b, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > PARALLEL_MIN)
-    for (int64_t i = 0; i < n; i++) out[i] += a[i] * b[i];
-}
 
 /* A Bernoulli(1 - p) keep mask scaled to 0 or 1/(1-p) (inverted dropout), drawn from rng. */
 static cg_tensor *dropout_mask(cg_device dev, int ndim, const int64_t *shape, float p, cg_rng *rng) {
     cg_tensor *mask = cg_new_output(dev, CG_F32, ndim, shape);
     if (!mask) return NULL;
     if (cg_rng_bernoulli(rng, mask, 1.0f - p) != CG_OK) return NULL;
-    const float keep_scale = 1.0f / (1.0f - p);
-    float *m = cg_data(mask);
-    int64_t n = cg_numel(mask);
-    for (int64_t i = 0; i < n; i++) m[i] *= keep_scale;
-    return mask;
+    return cg_affine_into(mask, mask, 1.0f / (1.0f - p), 0.0f) == CG_OK ? mask : NULL;
 }
 
 /* ------------------------------------------------------------------ argument checks */
@@ -191,7 +152,7 @@ cg_tensor *cg_linear(const cg_tensor *x, const cg_tensor *w, const cg_tensor *bi
     const cg_tensor *bp = bias ? cg_contiguous(bias) : NULL;
     if (bias && !bp) return NULL;
     if (bias || gelu)
-        bias_gelu_forward(cg_data(y2), pre ? cg_data(pre) : NULL, bp ? cg_data(bp) : NULL, y2->shape[0],
+        cg_cpu_bias_gelu_forward(cg_data(y2), pre ? cg_data(pre) : NULL, bp ? cg_data(bp) : NULL, y2->shape[0],
                           out_features, gelu);
     cg_node *node = NULL;
     if (!cg_finish(gelu ? "linear_gelu" : "linear", linear_backward, y, n_in, (cg_tensor *const *)in, &node))
@@ -242,7 +203,7 @@ static cg_status lora_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) {
             cg_tensor *dxd = cg_new_like(dx2);
             CG_BW_NONNULL(dxd);
             CG_BW_TRY(cg_matmul_into(dxd, dt, lora_a, false, false, 1.0f, 0.0f));
-            fma_packed(cg_data(dx2), cg_data(dxd), cg_data(mask), cg_numel(dx2));
+            cg_cpu_mul_add(cg_data(dx2), cg_data(dxd), cg_data(mask), cg_numel(dx2));
         }
     }
     return CG_OK;
@@ -289,17 +250,16 @@ cg_tensor *cg_lora_linear(const cg_tensor *x, const cg_tensor *w, const cg_tenso
     if (bias) {
         const cg_tensor *bp = cg_contiguous(bias);
         if (!bp) return NULL;
-        bias_gelu_forward(cg_data(y2), NULL, cg_data(bp), rows, out_features, false);
+        cg_cpu_bias_gelu_forward(cg_data(y2), NULL, cg_data(bp), rows, out_features, false);
     }
     /* the adapter: y += scale * (drop(x) A^T) B^T; with B = 0 it adds exact zeros */
     cg_tensor *mask = NULL, *xd = x2;
     if (dropout_p > 0.0f) {
         mask = dropout_mask(x->device, 2, x2->shape, dropout_p, rng);
         if (!mask) return NULL;
-        const cg_tensor *xp = cg_contiguous(x2);
-        xd = xp ? cg_new_like(xp) : NULL;
+        xd = cg_new_like(x2);
         if (!xd) return NULL;
-        mul_packed(cg_data(xd), cg_data(xp), cg_data(mask), cg_numel(xd));
+        CG_TRY(cg_binary_into(CG_OP_MUL, xd, x2, mask));
     }
     int64_t tshape[2] = {rows, rank};
     cg_tensor *t = cg_new_output(x->device, CG_F32, 2, tshape);
@@ -325,11 +285,9 @@ cg_tensor *cg_lora_linear(const cg_tensor *x, const cg_tensor *w, const cg_tenso
 /* saved[0] = the scaled mask (0 or 1/(1-p)), x's shape. */
 static cg_status dropout_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) {
     const cg_tensor *mask = n->saved[0];
-    const cg_tensor *gp = cg_contiguous(g);
-    CG_BW_NONNULL(gp);
     cg_tensor *dx = cg_new_like(mask);
     CG_BW_NONNULL(dx);
-    mul_packed(cg_data(dx), cg_data(gp), cg_data(mask), cg_numel(dx));
+    CG_BW_TRY(cg_binary_into(CG_OP_MUL, dx, g, mask));
     gi[0] = dx;
     return CG_OK;
 }
@@ -346,12 +304,10 @@ cg_tensor *cg_dropout(const cg_tensor *x, float p, cg_rng *rng) {
         cg_set_error(CG_ERR_INVALID_ARG, "dropout: p %g needs an rng (NULL given)", (double)p);
         return NULL;
     }
-    const cg_tensor *xp = cg_contiguous(x);
-    if (!xp) return NULL;
     cg_tensor *mask = dropout_mask(x->device, x->ndim, x->shape, p, rng);
     cg_tensor *y = mask ? cg_new_like(x) : NULL;
     if (!y) return NULL;
-    mul_packed(cg_data(y), cg_data(xp), cg_data(mask), cg_numel(y));
+    CG_TRY(cg_binary_into(CG_OP_MUL, y, x, mask));
     cg_tensor *in[1] = {(cg_tensor *)x};
     cg_node *node = NULL;
     if (!cg_finish("dropout", dropout_backward, y, 1, in, &node)) return NULL;

@@ -3,11 +3,20 @@
 #ifndef CG_NN_ACTIVATION_H
 #define CG_NN_ACTIVATION_H
 
+#include <math.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* GELU, tanh form: 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), written as x sigmoid(2u) (one
+ * expf). The one definition every GELU in cgrad uses (the unary op, the linear epilogue), so they agree to
+ * the bit. */
+static inline float cg_gelu_tanh_f32(float x) {
+    const float k2 = 1.5957691216057308f; /* 2 sqrt(2 / pi) */
+    return x / (1.0f + expf(-k2 * (x + 0.044715f * x * x * x)));
+}
 
 /* dx = dy * gelu'(x), GELU in its tanh form. */
 void cg_cpu_gelu_backward(float *dx, const float *x, const float *dy, int64_t n);

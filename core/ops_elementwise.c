@@ -24,6 +24,7 @@
 #endif
 
 #include "core/ops.h"
+#include "core/nn_activation.h"
 #include "core/ops_common.h"
 
 /* ------------------------------------------------------------------ names */
@@ -364,11 +365,6 @@ static inline float f_clamp(float v, float lo, float hi) {
 }
 /* 0.5 (1 + tanh(u)) = sigmoid(2u): one expf instead of tanhf (several times slower in glibc), and no
  * cancellation in 1 + tanh(u) for negative u. */
-static inline float f_gelu_tanh(float x) {
-    const float k2 = 1.5957691216057308f; /* 2 sqrt(2 / pi) */
-    return x / (1.0f + expf(-k2 * (x + 0.044715f * x * x * x)));
-}
-
 /* One unary expression E(x) over the two stride patterns (packed, strided). */
 #define UNARY_LOOPS(E)                                                                                   \
     do {                                                                                                 \
@@ -398,7 +394,7 @@ static void unary_run(void *ctx, int64_t n, char *const *p, const int64_t *s) {
     case CG_OP_RECIPROCAL: UNARY_LOOPS(1.0f / v); break;
     case CG_OP_SQUARE: UNARY_LOOPS(v * v); break;
     case CG_OP_RELU: UNARY_LOOPS(v < 0.0f ? 0.0f : v); break; /* NaN stays NaN, as in torch */
-    case CG_OP_GELU_TANH: UNARY_LOOPS(f_gelu_tanh(v)); break;
+    case CG_OP_GELU_TANH: UNARY_LOOPS(cg_gelu_tanh_f32(v)); break;
     case CG_OP_SILU: UNARY_LOOPS(v * f_sigmoid(v)); break;
     case UNARY_AFFINE: UNARY_LOOPS(v * p0 + p1); break;
     case UNARY_POW: UNARY_LOOPS(powf(v, p0)); break;
