@@ -41,8 +41,9 @@ static void softmax_rows(float *out, const float *x, int64_t outer, int64_t dim,
             sum += e;
         }
         if (want_log) {
-            float shift = m + (float)log(sum);
-            for (int64_t k = 0; k < dim; k++) yr[k * inner] = xr[k * inner] - shift;
+            /* (x - m) - log(sum), not x - (m + log(sum)): m + log(sum) would round to m's ulp (1e-3 at 1e4) */
+            float log_sum = (float)log(sum);
+            for (int64_t k = 0; k < dim; k++) yr[k * inner] = (xr[k * inner] - m) - log_sum;
         } else {
             float inv = (float)(1.0 / sum);
             for (int64_t k = 0; k < dim; k++) yr[k * inner] *= inv;
@@ -168,8 +169,9 @@ void cg_cpu_token_logprobs_forward(float *out, float *lse, const float *hidden, 
         }
     }
     for (int64_t n = 0; n < N; n++) {
-        lse[n] = runmax[n] + logf(sumexp[n]);
-        out[n] -= lse[n];
+        float log_sum = logf(sumexp[n]);
+        out[n] = (out[n] - runmax[n]) - log_sum; /* the same order as log-softmax, for precision */
+        lse[n] = runmax[n] + log_sum;
     }
 }
 
