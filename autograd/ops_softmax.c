@@ -66,7 +66,8 @@ static float *scratch_begin(scratch_scope *s, cg_device dev, int64_t nfloats) {
 
 static void scratch_end(scratch_scope *s) {
     cg_arena_mark now = cg_arena_get_mark(s->arena);
-    if (now.data_chunk == s->mark.data_chunk && now.meta_chunk == s->mark.meta_chunk) cg_arena_rewind(s->arena, s->mark);
+    if (now.data_chunk == s->mark.data_chunk && now.meta_chunk == s->mark.meta_chunk)
+        cg_arena_rewind(s->arena, s->mark);
 }
 
 /* ------------------------------------------------------------------ softmax, log-softmax */
@@ -102,7 +103,8 @@ static cg_tensor *softmax_op(const char *op, const cg_tensor *x, int axis, bool 
     if (!check_f32_cpu(op, "x", x)) return NULL;
     int ax = cg_normalize_axis(axis, x->ndim);
     if (ax < 0) {
-        cg_set_error(CG_ERR_INVALID_ARG, "%s: axis %d is out of range for x %s", op, axis, cg_tensor_desc(x, d, sizeof d));
+        cg_set_error(CG_ERR_INVALID_ARG, "%s: axis %d is out of range for x %s", op, axis,
+                     cg_tensor_desc(x, d, sizeof d));
         return NULL;
     }
     const cg_tensor *xp = cg_contiguous(x);

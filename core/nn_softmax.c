@@ -192,7 +192,8 @@ void cg_cpu_token_logprobs_backward(float *dhidden, float *dweight, const float 
             if (t >= 0 && t < cw) row[t] += d;
         }
         /* dhidden (+)= dlogits @ weight_chunk; dweight_chunk = dlogits^T @ hidden */
-        if (dhidden) cg_sgemm(false, false, N, C, cw, 1.0f, dlogits, cw, weight + v0 * C, C, v0 ? 1.0f : 0.0f, dhidden, C);
+        if (dhidden)
+            cg_sgemm(false, false, N, C, cw, 1.0f, dlogits, cw, weight + v0 * C, C, v0 ? 1.0f : 0.0f, dhidden, C);
         if (dweight) cg_sgemm(true, false, cw, C, N, 1.0f, dlogits, cw, hidden, C, 0.0f, dweight + v0 * C, C);
     }
 }

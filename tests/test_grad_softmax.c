@@ -112,7 +112,8 @@ static void test_softmax_large_logits(void **state) {
     assert_ok(cg_set_requires_grad(xg, true));
     assert_ok(cg_backward(cg_sum_all(cg_log_softmax(xg, -1))));
     /* dx = 1 - softmax * 4 (sum of an all-ones upstream gradient over a row of 4) */
-    for (int i = 0; i < 8; i++) assert_close(cg_get_flat(xg->grad, i), 1.0 - 4.0 * (i < 4 ? expect[i] : 0.25), 1e-5, 1e-6);
+    for (int i = 0; i < 8; i++)
+        assert_close(cg_get_flat(xg->grad, i), 1.0 - 4.0 * (i < 4 ? expect[i] : 0.25), 1e-5, 1e-6);
 }
 
 typedef struct softmax_case {
@@ -168,7 +169,8 @@ static void test_softmax_errors(void **state) {
     assert_int_equal(cg_last_status(), CG_ERR_DTYPE);
     assert_error_contains("softmax: x i64[2, 3] cpu must be f32");
     float dummy[6] = {0};
-    assert_null(cg_softmax(cg_tensor_wrap(cg_step_arena(CG_CPU), CG_F32, (cg_device){CG_DEVICE_CUDA, 0}, 2, s, dummy), 0));
+    cg_tensor *xc = cg_tensor_wrap(cg_step_arena(CG_CPU), CG_F32, (cg_device){CG_DEVICE_CUDA, 0}, 2, s, dummy);
+    assert_null(cg_softmax(xc, 0));
     assert_int_equal(cg_last_status(), CG_ERR_UNSUPPORTED);
     assert_error_contains("CUDA tensors need the CUDA backend");
 }
@@ -372,7 +374,8 @@ static void test_token_logprobs_forward(void **state) {
         assert_int_equal(out->ndim, 2);
         assert_int_equal(out->shape[0], 2);
         assert_int_equal(out->shape[1], 3);
-        for (int n = 0; n < 6; n++) assert_close(cg_get_flat(out, n), token_logprob_ref(hidden, weight, n, tv[n]), 1e-5, 1e-5);
+        for (int n = 0; n < 6; n++)
+            assert_close(cg_get_flat(out, n), token_logprob_ref(hidden, weight, n, tv[n]), 1e-5, 1e-5);
     }
     /* i32 tokens and a hidden seen through a transpose */
     int64_t hts[2] = {6, 6}, ts1[1] = {6};
