@@ -1,0 +1,294 @@
+/* Softmax, log-softmax, cross-entropy and token log-probabilities as differentiable ops: argument checks,
+ * packing, the core/nn_softmax kernels, and the tape nodes. */
+#include <string.h>
+
+#include "autograd/ops_common.h"
+#include "core/nn_softmax.h"
+
+#define DEFAULT_CHUNK 4096
+
+/* CPU f32 only for now: a CUDA tensor needs the CUDA backend, any other dtype is an error. */
+static bool check_f32_cpu(const char *op, const char *what, const cg_tensor *t) {
+    char d[160];
+    if (t->device.type != CG_DEVICE_CPU) {
+        cg_set_error(CG_ERR_UNSUPPORTED, "%s: %s %s: CUDA tensors need the CUDA backend", op, what,
+                     cg_tensor_desc(t, d, sizeof d));
+        return false;
+    }
+    if (t->dtype != CG_F32) {
+        cg_set_error(CG_ERR_DTYPE, "%s: %s %s must be f32", op, what, cg_tensor_desc(t, d, sizeof d));
+        return false;
+    }
+    return true;
+}
+
+/* An index tensor (i32/i64, on x's device, with x's shape minus its last dim) as packed int64: the tensor
+ * itself when it already is one, else a converted copy in the output arena. */
+static const cg_tensor *index_rows(const char *op, const char *xname, const cg_tensor *x, const char *what,
+                                   const cg_tensor *idx) {
+    char dx[160], di[160];
+    if (!cg_device_eq(x->device, idx->device)) {
+        cg_set_error(CG_ERR_DEVICE, "%s: %s %s and %s %s are on different devices", op, xname,
+                     cg_tensor_desc(x, dx, sizeof dx), what, cg_tensor_desc(idx, di, sizeof di));
+        return NULL;
+    }
+    if (idx->dtype != CG_I32 && idx->dtype != CG_I64) {
+        cg_set_error(CG_ERR_DTYPE, "%s: %s %s must be i32 or i64", op, what, cg_tensor_desc(idx, di, sizeof di));
+        return NULL;
+    }
+    bool fits = idx->ndim == x->ndim - 1;
+    for (int k = 0; fits && k < idx->ndim; k++) fits = idx->shape[k] == x->shape[k];
+    if (!fits) {
+        cg_set_error(CG_ERR_SHAPE, "%s: %s %s and %s %s: %s must have the shape of %s without its last dim", op, xname,
+                     cg_tensor_desc(x, dx, sizeof dx), what, cg_tensor_desc(idx, di, sizeof di), what, xname);
+        return NULL;
+    }
+    if (idx->dtype == CG_I64 && cg_is_contiguous(idx)) return idx;
+    cg_arena *a = cg_output_arena(idx->device);
+    return a ? cg_tensor_to(a, idx, CG_I64) : NULL;
+}
+
+/* Scratch for one kernel call from the step arena, given back right after it by rewinding to a mark. If the
+ * request opened a new chunk it is kept instead (rewinding would free the chunk and every later step would
+ * allocate it again); the step end then merges it into the arena's one chunk, and from the next step on the
+ * scratch fits and is given back, with no system allocation. */
+typedef struct scratch_scope {
+    cg_arena *arena;
+    cg_arena_mark mark;
+} scratch_scope;
+
+static float *scratch_begin(scratch_scope *s, cg_device dev, int64_t nfloats) {
+    s->arena = cg_step_arena(dev);
+    if (!s->arena) return NULL;
+    s->mark = cg_arena_get_mark(s->arena);
+    return cg_arena_alloc(s->arena, sizeof(float) * (size_t)(nfloats > 0 ? nfloats : 1), 64);
+}
+
+static void scratch_end(scratch_scope *s) {
+    cg_arena_mark now = cg_arena_get_mark(s->arena);
+    if (now.data_chunk == s->mark.data_chunk && now.meta_chunk == s->mark.meta_chunk)
+        cg_arena_rewind(s->arena, s->mark);
+}
+
+/* ------------------------------------------------------------------ softmax, log-softmax */
+
+/* x's shape seen as [outer, dim, inner] around axis. */
+static void split_at_axis(const cg_tensor *x, int axis, int64_t *outer, int64_t *dim, int64_t *inner) {
+    *outer = 1, *inner = 1;
+    for (int k = 0; k < axis; k++) *outer *= x->shape[k];
+    for (int k = axis + 1; k < x->ndim; k++) *inner *= x->shape[k];
+    *dim = x->shape[axis];
+}
+
+/* The node: inputs {x}; the backward reads the output y; iargs = {axis, log}. */
+static cg_status softmax_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) {
+    const cg_tensor *gp = cg_contiguous(g);
+    CG_BW_NONNULL(gp);
+    cg_tensor *dx = cg_new_like(n->inputs[0]);
+    CG_BW_NONNULL(dx);
+    int64_t outer, dim, inner;
+    split_at_axis(n->out, (int)n->iargs[0], &outer, &dim, &inner);
+    if (n->iargs[1])
+        cg_cpu_log_softmax_backward(cg_data(dx), cg_data(n->out), cg_data(gp), outer, dim, inner);
+    else
+        cg_cpu_softmax_backward(cg_data(dx), cg_data(n->out), cg_data(gp), outer, dim, inner);
+    gi[0] = dx;
+    return CG_OK;
+}
+
+/* Any axis, without moving data: the kernels walk [outer, dim, inner] with stride inner along the axis. */
+static cg_tensor *softmax_op(const char *op, const cg_tensor *x, int axis, bool log) {
+    char d[160];
+    CG_CHECK_ARG(op, x);
+    if (!check_f32_cpu(op, "x", x)) return NULL;
+    int ax = cg_normalize_axis(axis, x->ndim);
+    if (ax < 0) {
+        cg_set_error(CG_ERR_INVALID_ARG, "%s: axis %d is out of range for x %s", op, axis,
+                     cg_tensor_desc(x, d, sizeof d));
+        return NULL;
+    }
+    const cg_tensor *xp = cg_contiguous(x);
+    cg_tensor *out = xp ? cg_new_output(x->device, CG_F32, x->ndim, x->shape) : NULL;
+    if (!out) return NULL;
+    int64_t outer, dim, inner;
+    split_at_axis(x, ax, &outer, &dim, &inner);
+    if (log)
+        cg_cpu_log_softmax_forward(cg_data(out), cg_data(xp), outer, dim, inner);
+    else
+        cg_cpu_softmax_forward(cg_data(out), cg_data(xp), outer, dim, inner);
+    cg_tensor *in[1] = {(cg_tensor *)x};
+    cg_node *node = NULL;
+    if (!cg_finish(op, softmax_backward, out, 1, in, &node)) return NULL;
+    if (node) {
+        node->iargs[0] = ax;
+        node->iargs[1] = log;
+    }
+    return out;
+}
+
+cg_tensor *cg_softmax(const cg_tensor *x, int axis) { return softmax_op("softmax", x, axis, false); }
+cg_tensor *cg_log_softmax(const cg_tensor *x, int axis) { return softmax_op("log_softmax", x, axis, true); }
+
+/* ------------------------------------------------------------------ cross-entropy */
+
+/* The node: inputs {logits, targets}; saved {packed logits, lse [N], targets as packed i64};
+ * args[0] = label smoothing; iargs = {ignore_index, count of rows not ignored}. */
+static cg_status cross_entropy_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) {
+    const cg_tensor *logits = n->saved[0], *lse = n->saved[1], *targets = n->saved[2];
+    cg_tensor *dlogits = cg_new_like(n->inputs[0]);
+    CG_BW_NONNULL(dlogits);
+    int64_t V = logits->shape[logits->ndim - 1], N = cg_numel(targets), count = n->iargs[1];
+    float scale = count > 0 ? (float)(cg_get_flat(g, 0) / (double)count) : 0.0f;
+    cg_cpu_cross_entropy_backward(cg_data(dlogits), cg_data(logits), cg_data(lse), cg_data(targets), N, V, n->iargs[0],
+                                  (float)n->args[0], scale);
+    gi[0] = dlogits;
+    return CG_OK;
+}
+
+cg_tensor *cg_cross_entropy(const cg_tensor *logits, const cg_tensor *targets, int64_t ignore_index,
+                            float label_smoothing) {
+    const char *op = "cross_entropy";
+    char d[160];
+    CG_CHECK_ARG(op, logits);
+    CG_CHECK_ARG(op, targets);
+    if (!check_f32_cpu(op, "logits", logits)) return NULL;
+    if (logits->ndim < 1) {
+        cg_set_error(CG_ERR_SHAPE, "%s: logits %s have no class dim", op, cg_tensor_desc(logits, d, sizeof d));
+        return NULL;
+    }
+    if (!(label_smoothing >= 0.0f && label_smoothing < 1.0f)) {
+        cg_set_error(CG_ERR_INVALID_ARG, "%s: label_smoothing %g is outside [0, 1)", op, (double)label_smoothing);
+        return NULL;
+    }
+    const cg_tensor *t64 = index_rows(op, "logits", logits, "targets", targets);
+    if (!t64) return NULL;
+    int64_t V = logits->shape[logits->ndim - 1], N = cg_numel(t64), count = 0;
+    const int64_t *tv = cg_data(t64);
+    for (int64_t n = 0; n < N; n++) {
+        if (tv[n] == ignore_index) continue;
+        if (tv[n] < 0 || tv[n] >= V) {
+            cg_set_error(CG_ERR_INVALID_ARG, "%s: target %lld at row %lld is outside [0, %lld) for logits %s (and is "
+                         "not ignore_index %lld)", op, (long long)tv[n], (long long)n, (long long)V,
+                         cg_tensor_desc(logits, d, sizeof d), (long long)ignore_index);
+            return NULL;
+        }
+        count++;
+    }
+    const cg_tensor *lp = cg_contiguous(logits);
+    int64_t rows[1] = {N};
+    cg_tensor *lse = lp ? cg_new_output(logits->device, CG_F32, 1, rows) : NULL;
+    cg_tensor *out = lse ? cg_new_output(logits->device, CG_F32, 0, NULL) : NULL;
+    if (!out) return NULL;
+    scratch_scope sc;
+    float *row_loss = scratch_begin(&sc, logits->device, N);
+    if (!row_loss) return NULL;
+    cg_cpu_cross_entropy_forward(row_loss, cg_data(lse), cg_data(lp), tv, N, V, ignore_index, label_smoothing);
+    double total = 0.0; /* summed in row order: the same loss whatever the thread count */
+    for (int64_t n = 0; n < N; n++) total += row_loss[n];
+    scratch_end(&sc);
+    *(float *)cg_data(out) = count > 0 ? (float)(total / (double)count) : 0.0f;
+
+    cg_tensor *in[2] = {(cg_tensor *)logits, (cg_tensor *)targets};
+    cg_node *node = NULL;
+    if (!cg_finish(op, cross_entropy_backward, out, 2, in, &node)) return NULL;
+    if (node) {
+        node->saved[0] = (cg_tensor *)lp;
+        node->saved[1] = lse;
+        node->saved[2] = (cg_tensor *)t64;
+        node->args[0] = label_smoothing;
+        node->iargs[0] = ignore_index;
+        node->iargs[1] = count;
+    }
+    return out;
+}
+
+/* ------------------------------------------------------------------ token log-probabilities */
+
+/* What it allocates (step arena): out [N] and lse [N] (kept for the backward), packed copies of hidden,
+ * weight and tokens only when they are not already packed (f32, f32, i64), and N x (chunk + 1) floats of
+ * scratch for the duration of the kernel (given back at once; see scratch_scope). The backward allocates the
+ * gradients dhidden [N, C] and dweight [V, C] (only for inputs that require one; dweight is the full weight's
+ * size, as every gradient of a leaf is) and again N x (chunk + 1) floats of scratch. Never N x V. */
+
+/* The node: inputs {hidden, weight, tokens}; saved {packed hidden, packed weight, tokens as i64, lse};
+ * iargs[0] = chunk. */
+static cg_status token_logprobs_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) {
+    const cg_tensor *hidden = n->saved[0], *weight = n->saved[1], *tokens = n->saved[2], *lse = n->saved[3];
+    const cg_tensor *gp = cg_contiguous(g);
+    CG_BW_NONNULL(gp);
+    cg_tensor *dh = NULL, *dw = NULL;
+    if (n->inputs[0]->requires_grad) CG_BW_NONNULL(dh = cg_new_like(n->inputs[0]));
+    if (n->inputs[1]->requires_grad) CG_BW_NONNULL(dw = cg_new_like(n->inputs[1]));
+    int64_t V = weight->shape[0], C = weight->shape[1], N = cg_numel(tokens), chunk = n->iargs[0];
+    scratch_scope sc;
+    float *scratch = scratch_begin(&sc, hidden->device, cg_cpu_token_logprobs_scratch(N, chunk));
+    CG_BW_NONNULL(scratch);
+    cg_cpu_token_logprobs_backward(dh ? cg_data(dh) : NULL, dw ? cg_data(dw) : NULL, cg_data(gp), cg_data(hidden),
+                                   cg_data(weight), cg_data(tokens), cg_data(lse), N, C, V, chunk, scratch);
+    scratch_end(&sc);
+    gi[0] = dh;
+    gi[1] = dw;
+    return CG_OK;
+}
+
+cg_tensor *cg_token_logprobs(const cg_tensor *hidden, const cg_tensor *weight, const cg_tensor *tokens,
+                             int64_t chunk_size) {
+    const char *op = "token_logprobs";
+    char dh[160], dw[160];
+    CG_CHECK_ARG(op, hidden);
+    CG_CHECK_ARG(op, weight);
+    CG_CHECK_ARG(op, tokens);
+    if (!check_f32_cpu(op, "hidden", hidden)) return NULL;
+    if (!cg_device_eq(hidden->device, weight->device)) {
+        cg_set_error(CG_ERR_DEVICE, "%s: hidden %s and weight %s are on different devices", op,
+                     cg_tensor_desc(hidden, dh, sizeof dh), cg_tensor_desc(weight, dw, sizeof dw));
+        return NULL;
+    }
+    if (!check_f32_cpu(op, "weight", weight)) return NULL;
+    if (hidden->ndim < 1 || weight->ndim != 2 || weight->shape[1] != hidden->shape[hidden->ndim - 1] ||
+        weight->shape[0] == 0) {
+        cg_set_error(CG_ERR_SHAPE, "%s: hidden %s and weight %s: weight must be [V, C] with V > 0 and C the last dim "
+                     "of hidden", op, cg_tensor_desc(hidden, dh, sizeof dh), cg_tensor_desc(weight, dw, sizeof dw));
+        return NULL;
+    }
+    if (chunk_size < 0) {
+        cg_set_error(CG_ERR_INVALID_ARG, "%s: chunk_size %lld is negative (0 picks %d)", op, (long long)chunk_size,
+                     DEFAULT_CHUNK);
+        return NULL;
+    }
+    const cg_tensor *t64 = index_rows(op, "hidden", hidden, "tokens", tokens);
+    if (!t64) return NULL;
+    int64_t V = weight->shape[0], C = weight->shape[1], N = cg_numel(t64);
+    int64_t chunk = chunk_size == 0 ? DEFAULT_CHUNK : chunk_size;
+    if (chunk > V) chunk = V;
+    const int64_t *tv = cg_data(t64);
+    for (int64_t n = 0; n < N; n++)
+        if (tv[n] < 0 || tv[n] >= V) {
+            cg_set_error(CG_ERR_INVALID_ARG, "%s: token %lld at row %lld is outside [0, %lld) for weight %s", op,
+                         (long long)tv[n], (long long)n, (long long)V, cg_tensor_desc(weight, dw, sizeof dw));
+            return NULL;
+        }
+
+    const cg_tensor *hp = cg_contiguous(hidden), *wp = cg_contiguous(weight);
+    int64_t rows[1] = {N};
+    cg_tensor *lse = hp && wp ? cg_new_output(hidden->device, CG_F32, 1, rows) : NULL;
+    cg_tensor *out = lse ? cg_new_output(hidden->device, CG_F32, t64->ndim, t64->shape) : NULL;
+    if (!out) return NULL;
+    scratch_scope sc;
+    float *scratch = scratch_begin(&sc, hidden->device, cg_cpu_token_logprobs_scratch(N, chunk));
+    if (!scratch) return NULL;
+    cg_cpu_token_logprobs_forward(cg_data(out), cg_data(lse), cg_data(hp), cg_data(wp), tv, N, C, V, chunk, scratch);
+    scratch_end(&sc);
+
+    cg_tensor *in[3] = {(cg_tensor *)hidden, (cg_tensor *)weight, (cg_tensor *)tokens};
+    cg_node *node = NULL;
+    if (!cg_finish(op, token_logprobs_backward, out, 3, in, &node)) return NULL;
+    if (node) {
+        node->saved[0] = (cg_tensor *)hp;
+        node->saved[1] = (cg_tensor *)wp;
+        node->saved[2] = (cg_tensor *)t64;
+        node->saved[3] = lse;
+        node->iargs[0] = chunk;
+    }
+    return out;
+}
