@@ -162,6 +162,10 @@ static AVX2_FMA void microkernel_avx2(int64_t kc, const float *restrict a, const
         store_row_avx2(c + 3 * ldc, c30, c31, valpha, beta);
         store_row_avx2(c + 4 * ldc, c40, c41, valpha, beta);
         store_row_avx2(c + 5 * ldc, c50, c51, valpha, beta);
+        /* Clear the upper ymm halves before returning to code that may be SSE: dirty upper state makes later
+         * SSE instructions pay a transition penalty or a false dependency (one run measured a softmax loop
+         * after a GEMM 17x slower; not reproduced on every machine). */
+        _mm256_zeroupper();
         return;
     }
     float acc[MR * NR] __attribute__((aligned(32)));
@@ -171,6 +175,7 @@ static AVX2_FMA void microkernel_avx2(int64_t kc, const float *restrict a, const
     _mm256_store_ps(acc + 3 * NR, c30), _mm256_store_ps(acc + 3 * NR + 8, c31);
     _mm256_store_ps(acc + 4 * NR, c40), _mm256_store_ps(acc + 4 * NR + 8, c41);
     _mm256_store_ps(acc + 5 * NR, c50), _mm256_store_ps(acc + 5 * NR + 8, c51);
+    _mm256_zeroupper(); /* store_tile is SSE code, see above */
     store_tile(acc, c, ldc, alpha, beta, mr, nr);
 }
 #endif
