@@ -12,15 +12,7 @@
 /* An f32 CPU tensor of rank 4, or an error naming op and the role of t ("q", "x"). */
 static bool check_f32_cpu_4d(const char *op, const char *role, const cg_tensor *t) {
     char d[DESC];
-    if (t->device.type != CG_DEVICE_CPU) {
-        cg_set_error(CG_ERR_UNSUPPORTED, "%s: %s %s: CUDA tensors need the CUDA backend", op, role,
-                     cg_tensor_desc(t, d, sizeof d));
-        return false;
-    }
-    if (t->dtype != CG_F32) {
-        cg_set_error(CG_ERR_DTYPE, "%s: %s %s must be f32", op, role, cg_tensor_desc(t, d, sizeof d));
-        return false;
-    }
+    if (!cg_check_f32_cpu(op, role, t)) return false;
     if (t->ndim != 4) {
         cg_set_error(CG_ERR_SHAPE, "%s: %s %s must have 4 dims [B, H, T, D]", op, role,
                      cg_tensor_desc(t, d, sizeof d));

@@ -4,6 +4,7 @@
 
 #include "autograd/ops.h"
 #include "core/context.h"
+#include "core/ops_common.h"
 
 /* A new packed tensor on dev's output arena. */
 static inline cg_tensor *cg_new_output(cg_device dev, cg_dtype dtype, int ndim, const int64_t *shape) {
@@ -24,6 +25,12 @@ static inline cg_tensor *cg_finish(const char *op, cg_backward_fn bw, cg_tensor 
     if (st != CG_OK) return NULL;
     if (node_out) *node_out = node;
     return out;
+}
+
+/* An f32 CPU tensor, or false with an error naming the op and the tensor (CUDA tensors report that they need
+ * the CUDA backend). */
+static inline bool cg_check_f32_cpu(const char *op, const char *what, const cg_tensor *t) {
+    return cg_ops_check_f32(op, what, t) == CG_OK;
 }
 
 /* Null-argument check used at the top of every op. */

@@ -23,25 +23,10 @@ static cg_tensor *dropout_mask(cg_device dev, int ndim, const int64_t *shape, fl
 
 /* ------------------------------------------------------------------ argument checks */
 
-/* An f32 CPU tensor on x's device, or an error naming the op and the tensor. */
-static bool check_tensor(const char *op, const char *what, const cg_tensor *t) {
-    char d[160];
-    if (t->device.type != CG_DEVICE_CPU) {
-        cg_set_error(CG_ERR_UNSUPPORTED, "%s: %s %s: CUDA tensors need the CUDA backend", op, what,
-                     cg_tensor_desc(t, d, sizeof d));
-        return false;
-    }
-    if (t->dtype != CG_F32) {
-        cg_set_error(CG_ERR_DTYPE, "%s: %s %s must be f32", op, what, cg_tensor_desc(t, d, sizeof d));
-        return false;
-    }
-    return true;
-}
-
 /* x [..., in], w [out, in], bias [out] or NULL. */
 static bool check_linear_args(const char *op, const cg_tensor *x, const cg_tensor *w, const cg_tensor *bias) {
     char dx[160], dw[160], db[160];
-    if (!check_tensor(op, "x", x) || !check_tensor(op, "weight", w) || (bias && !check_tensor(op, "bias", bias)))
+    if (!cg_check_f32_cpu(op, "x", x) || !cg_check_f32_cpu(op, "weight", w) || (bias && !cg_check_f32_cpu(op, "bias", bias)))
         return false;
     if (x->ndim < 1 || w->ndim != 2 || x->shape[x->ndim - 1] != w->shape[1]) {
         cg_set_error(CG_ERR_SHAPE, "%s: x %s and weight %s: need x [..., in] and weight [out, in]", op,
@@ -217,8 +202,8 @@ cg_tensor *cg_lora_linear(const cg_tensor *x, const cg_tensor *w, const cg_tenso
     CG_CHECK_ARG(op, w);
     CG_CHECK_ARG(op, lora_a);
     CG_CHECK_ARG(op, lora_b);
-    if (!check_linear_args(op, x, w, bias) || !check_tensor(op, "lora_a", lora_a) ||
-        !check_tensor(op, "lora_b", lora_b))
+    if (!check_linear_args(op, x, w, bias) || !cg_check_f32_cpu(op, "lora_a", lora_a) ||
+        !cg_check_f32_cpu(op, "lora_b", lora_b))
         return NULL;
     int64_t in_features = w->shape[1], out_features = w->shape[0];
     if (lora_a->ndim != 2 || lora_b->ndim != 2 || lora_a->shape[1] != in_features ||
@@ -298,7 +283,7 @@ cg_tensor *cg_dropout(const cg_tensor *x, float p, cg_rng *rng) {
         cg_set_error(CG_ERR_INVALID_ARG, "dropout: p %g outside [0, 1)", (double)p);
         return NULL;
     }
-    if (!check_tensor("dropout", "x", x)) return NULL;
+    if (!cg_check_f32_cpu("dropout", "x", x)) return NULL;
     if (p == 0.0f) return (cg_tensor *)x;
     if (!rng) {
         cg_set_error(CG_ERR_INVALID_ARG, "dropout: p %g needs an rng (NULL given)", (double)p);

@@ -4,21 +4,6 @@
 #include "autograd/ops_common.h"
 #include "core/nn_norm.h"
 
-/* CPU f32 only for now: a CUDA tensor needs the CUDA backend, any other dtype is an error. */
-static bool check_f32_cpu(const char *op, const char *what, const cg_tensor *t) {
-    char d[160];
-    if (t->device.type != CG_DEVICE_CPU) {
-        cg_set_error(CG_ERR_UNSUPPORTED, "%s: %s %s: CUDA tensors need the CUDA backend", op, what,
-                     cg_tensor_desc(t, d, sizeof d));
-        return false;
-    }
-    if (t->dtype != CG_F32) {
-        cg_set_error(CG_ERR_DTYPE, "%s: %s %s must be f32", op, what, cg_tensor_desc(t, d, sizeof d));
-        return false;
-    }
-    return true;
-}
-
 /* weight or bias: a [C] vector on x's device. */
 static bool check_param(const char *op, const char *what, const cg_tensor *x, const cg_tensor *p, int64_t C) {
     char dx[160], dp[160];
@@ -27,7 +12,7 @@ static bool check_param(const char *op, const char *what, const cg_tensor *x, co
                      what, cg_tensor_desc(p, dp, sizeof dp));
         return false;
     }
-    if (!check_f32_cpu(op, what, p)) return false;
+    if (!cg_check_f32_cpu(op, what, p)) return false;
     if (p->ndim != 1) {
         cg_set_error(CG_ERR_SHAPE, "%s: %s %s must be a 1-D vector of the size of the last dim of x %s (%lld)", op,
                      what, cg_tensor_desc(p, dp, sizeof dp), cg_tensor_desc(x, dx, sizeof dx), (long long)C);
@@ -87,7 +72,7 @@ static cg_tensor *norm_forward(const char *op, const cg_tensor *x, const cg_tens
         cg_set_error(CG_ERR_INVALID_ARG, "%s: %s is NULL", op, !x ? "x" : "weight");
         return NULL;
     }
-    if (!check_f32_cpu(op, "x", x)) return NULL;
+    if (!cg_check_f32_cpu(op, "x", x)) return NULL;
     if (x->ndim < 1 || x->shape[x->ndim - 1] == 0) {
         cg_set_error(CG_ERR_SHAPE, "%s: x %s has %s", op, cg_tensor_desc(x, dx, sizeof dx),
                      x->ndim < 1 ? "no last dim to normalise" : "an empty last dim");
@@ -102,7 +87,7 @@ static cg_tensor *norm_forward(const char *op, const cg_tensor *x, const cg_tens
                          cg_tensor_desc(x, dx, sizeof dx), cg_tensor_desc(residual, dr, sizeof dr));
             return NULL;
         }
-        if (!check_f32_cpu(op, "residual", residual)) return NULL;
+        if (!cg_check_f32_cpu(op, "residual", residual)) return NULL;
         if (!cg_same_shape(x, residual)) {
             cg_set_error(CG_ERR_SHAPE, "%s: x %s and residual %s differ in shape", op, cg_tensor_desc(x, dx, sizeof dx),
                          cg_tensor_desc(residual, dr, sizeof dr));

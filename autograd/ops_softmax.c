@@ -7,21 +7,6 @@
 
 #define DEFAULT_CHUNK 4096
 
-/* CPU f32 only for now: a CUDA tensor needs the CUDA backend, any other dtype is an error. */
-static bool check_f32_cpu(const char *op, const char *what, const cg_tensor *t) {
-    char d[160];
-    if (t->device.type != CG_DEVICE_CPU) {
-        cg_set_error(CG_ERR_UNSUPPORTED, "%s: %s %s: CUDA tensors need the CUDA backend", op, what,
-                     cg_tensor_desc(t, d, sizeof d));
-        return false;
-    }
-    if (t->dtype != CG_F32) {
-        cg_set_error(CG_ERR_DTYPE, "%s: %s %s must be f32", op, what, cg_tensor_desc(t, d, sizeof d));
-        return false;
-    }
-    return true;
-}
-
 /* An index tensor (i32/i64, on x's device, with x's shape minus its last dim) as packed int64: the tensor
  * itself when it already is one, else a converted copy in the output arena. */
 static const cg_tensor *index_rows(const char *op, const char *xname, const cg_tensor *x, const char *what,
@@ -100,7 +85,7 @@ static cg_status softmax_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi
 static cg_tensor *softmax_op(const char *op, const cg_tensor *x, int axis, bool log) {
     char d[160];
     CG_CHECK_ARG(op, x);
-    if (!check_f32_cpu(op, "x", x)) return NULL;
+    if (!cg_check_f32_cpu(op, "x", x)) return NULL;
     int ax = cg_normalize_axis(axis, x->ndim);
     if (ax < 0) {
         cg_set_error(CG_ERR_INVALID_ARG, "%s: axis %d is out of range for x %s", op, axis,
@@ -151,7 +136,7 @@ cg_tensor *cg_cross_entropy(const cg_tensor *logits, const cg_tensor *targets, i
     char d[160];
     CG_CHECK_ARG(op, logits);
     CG_CHECK_ARG(op, targets);
-    if (!check_f32_cpu(op, "logits", logits)) return NULL;
+    if (!cg_check_f32_cpu(op, "logits", logits)) return NULL;
     if (logits->ndim < 1) {
         cg_set_error(CG_ERR_SHAPE, "%s: logits %s have no class dim", op, cg_tensor_desc(logits, d, sizeof d));
         return NULL;
@@ -238,13 +223,13 @@ cg_tensor *cg_token_logprobs(const cg_tensor *hidden, const cg_tensor *weight, c
     CG_CHECK_ARG(op, hidden);
     CG_CHECK_ARG(op, weight);
     CG_CHECK_ARG(op, tokens);
-    if (!check_f32_cpu(op, "hidden", hidden)) return NULL;
+    if (!cg_check_f32_cpu(op, "hidden", hidden)) return NULL;
     if (!cg_device_eq(hidden->device, weight->device)) {
         cg_set_error(CG_ERR_DEVICE, "%s: hidden %s and weight %s are on different devices", op,
                      cg_tensor_desc(hidden, dh, sizeof dh), cg_tensor_desc(weight, dw, sizeof dw));
         return NULL;
     }
-    if (!check_f32_cpu(op, "weight", weight)) return NULL;
+    if (!cg_check_f32_cpu(op, "weight", weight)) return NULL;
     if (hidden->ndim < 1 || weight->ndim != 2 || weight->shape[1] != hidden->shape[hidden->ndim - 1] ||
         weight->shape[0] == 0) {
         cg_set_error(CG_ERR_SHAPE, "%s: hidden %s and weight %s: weight must be [V, C] with V > 0 and C the last dim "

@@ -1,3 +1,4 @@
+#include "core/parallel.h"
 #include "core/nn_norm.h"
 
 #include <math.h>
@@ -9,12 +10,6 @@
  * so each sum has one owner and a fixed order (deterministic, no atomics). */
 #define COL_BLOCK 256
 
-#ifdef CG_HAVE_OPENMP
-#define CG_PRAGMA(x) _Pragma(#x)
-#define OMP_FOR_IF(cond) CG_PRAGMA(omp parallel for schedule(static) if (cond))
-#else
-#define OMP_FOR_IF(cond)
-#endif
 
 /* ------------------------------------------------------------------ per-row pieces */
 
@@ -55,7 +50,7 @@ static void rmsnorm_row_apply(float *out, const float *x, const float *weight, i
 static void weight_bias_grads(float *dweight, float *dbias, const float *dout, const float *x, const float *mean,
                               const float *rstd, int64_t N, int64_t C) {
     int64_t nblocks = (C + COL_BLOCK - 1) / COL_BLOCK;
-    OMP_FOR_IF(N * C > PARALLEL_MIN && nblocks > 1)
+    CG_OMP_FOR_IF(N * C > PARALLEL_MIN && nblocks > 1)
     for (int64_t b = 0; b < nblocks; b++) {
         int64_t c0 = b * COL_BLOCK, c1 = c0 + COL_BLOCK < C ? c0 + COL_BLOCK : C;
         double accw[COL_BLOCK] = {0}, accb[COL_BLOCK] = {0};
@@ -78,7 +73,7 @@ static void weight_bias_grads(float *dweight, float *dbias, const float *dout, c
 
 void cg_cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *weight,
                               const float *bias, int64_t N, int64_t C, float eps) {
-    OMP_FOR_IF(N * C > PARALLEL_MIN)
+    CG_OMP_FOR_IF(N * C > PARALLEL_MIN)
     for (int64_t n = 0; n < N; n++) {
         row_mean_rstd(x + n * C, C, eps, &mean[n], &rstd[n]);
         layernorm_row_apply(out + n * C, x + n * C, weight, bias, C, mean[n], rstd[n]);
@@ -89,7 +84,7 @@ void cg_cpu_layernorm_forward(float *out, float *mean, float *rstd, const float 
 void cg_cpu_layernorm_backward(float *dx, float *dweight, float *dbias, const float *dout, const float *x,
                                const float *weight, const float *mean, const float *rstd, int64_t N, int64_t C) {
     if (dx) {
-        OMP_FOR_IF(N * C > PARALLEL_MIN)
+        CG_OMP_FOR_IF(N * C > PARALLEL_MIN)
         for (int64_t n = 0; n < N; n++) {
             const float *xr = x + n * C, *dr = dout + n * C;
             float m = mean[n], r = rstd[n];
@@ -115,7 +110,7 @@ void cg_cpu_layernorm_backward(float *dx, float *dweight, float *dbias, const fl
 
 void cg_cpu_rmsnorm_forward(float *out, float *rstd, const float *x, const float *weight, int64_t N, int64_t C,
                             float eps) {
-    OMP_FOR_IF(N * C > PARALLEL_MIN)
+    CG_OMP_FOR_IF(N * C > PARALLEL_MIN)
     for (int64_t n = 0; n < N; n++) {
         rstd[n] = row_rms_rstd(x + n * C, C, eps);
         rmsnorm_row_apply(out + n * C, x + n * C, weight, C, rstd[n]);
@@ -126,7 +121,7 @@ void cg_cpu_rmsnorm_forward(float *out, float *rstd, const float *x, const float
 void cg_cpu_rmsnorm_backward(float *dx, float *dweight, const float *dout, const float *x, const float *weight,
                              const float *rstd, int64_t N, int64_t C) {
     if (dx) {
-        OMP_FOR_IF(N * C > PARALLEL_MIN)
+        CG_OMP_FOR_IF(N * C > PARALLEL_MIN)
         for (int64_t n = 0; n < N; n++) {
             const float *xr = x + n * C, *dr = dout + n * C;
             float r = rstd[n];
@@ -146,7 +141,7 @@ void cg_cpu_rmsnorm_backward(float *dx, float *dweight, const float *dout, const
 void cg_cpu_residual_norm_forward(float *sum, float *out, float *mean, float *rstd, const float *x,
                                   const float *residual, const float *weight, const float *bias, int64_t N,
                                   int64_t C, float eps, bool rms) {
-    OMP_FOR_IF(N * C > PARALLEL_MIN)
+    CG_OMP_FOR_IF(N * C > PARALLEL_MIN)
     for (int64_t n = 0; n < N; n++) {
         float *sr = sum + n * C;
         const float *xr = x + n * C, *rr = residual + n * C;

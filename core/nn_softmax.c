@@ -1,3 +1,4 @@
+#include "core/parallel.h"
 #include "core/nn_softmax.h"
 
 #include <math.h>
@@ -8,12 +9,6 @@
 /* Rows are independent: parallel over rows once there is enough work to pay for a thread team. */
 #define PARALLEL_MIN 32768
 
-#ifdef CG_HAVE_OPENMP
-#define CG_PRAGMA(x) _Pragma(#x)
-#define OMP_FOR_IF(cond) CG_PRAGMA(omp parallel for schedule(static) if (cond))
-#else
-#define OMP_FOR_IF(cond)
-#endif
 
 /* ------------------------------------------------------------------ softmax, log-softmax */
 
@@ -27,7 +22,7 @@ static float row_max(const float *x, int64_t dim, int64_t s) {
 
 static void softmax_rows(float *out, const float *x, int64_t outer, int64_t dim, int64_t inner, int want_log) {
     int64_t rows = outer * inner;
-    OMP_FOR_IF(rows * dim > PARALLEL_MIN)
+    CG_OMP_FOR_IF(rows * dim > PARALLEL_MIN)
     for (int64_t r = 0; r < rows; r++) {
         int64_t base = (r / inner) * dim * inner + r % inner;
         const float *xr = x + base;
@@ -61,7 +56,7 @@ void cg_cpu_log_softmax_forward(float *out, const float *x, int64_t outer, int64
 
 void cg_cpu_softmax_backward(float *dx, const float *y, const float *dy, int64_t outer, int64_t dim, int64_t inner) {
     int64_t rows = outer * inner;
-    OMP_FOR_IF(rows * dim > PARALLEL_MIN)
+    CG_OMP_FOR_IF(rows * dim > PARALLEL_MIN)
     for (int64_t r = 0; r < rows; r++) {
         int64_t base = (r / inner) * dim * inner + r % inner;
         double dot = 0.0;
@@ -77,7 +72,7 @@ void cg_cpu_softmax_backward(float *dx, const float *y, const float *dy, int64_t
 void cg_cpu_log_softmax_backward(float *dx, const float *y, const float *dy, int64_t outer, int64_t dim,
                                  int64_t inner) {
     int64_t rows = outer * inner;
-    OMP_FOR_IF(rows * dim > PARALLEL_MIN)
+    CG_OMP_FOR_IF(rows * dim > PARALLEL_MIN)
     for (int64_t r = 0; r < rows; r++) {
         int64_t base = (r / inner) * dim * inner + r % inner;
         double sum = 0.0;
@@ -94,7 +89,7 @@ void cg_cpu_log_softmax_backward(float *dx, const float *y, const float *dy, int
 
 void cg_cpu_cross_entropy_forward(float *row_loss, float *lse, const float *logits, const int64_t *targets,
                                   int64_t N, int64_t V, int64_t ignore_index, float label_smoothing) {
-    OMP_FOR_IF(N * V > PARALLEL_MIN)
+    CG_OMP_FOR_IF(N * V > PARALLEL_MIN)
     for (int64_t n = 0; n < N; n++) {
         int64_t t = targets[n];
         if (t == ignore_index) {
@@ -121,7 +116,7 @@ void cg_cpu_cross_entropy_forward(float *row_loss, float *lse, const float *logi
 void cg_cpu_cross_entropy_backward(float *dlogits, const float *logits, const float *lse, const int64_t *targets,
                                    int64_t N, int64_t V, int64_t ignore_index, float label_smoothing, float scale) {
     float uniform = V > 0 ? label_smoothing / (float)V : 0.0f, on = 1.0f - label_smoothing;
-    OMP_FOR_IF(N * V > PARALLEL_MIN)
+    CG_OMP_FOR_IF(N * V > PARALLEL_MIN)
     for (int64_t n = 0; n < N; n++) {
         float *dr = dlogits + n * V;
         int64_t t = targets[n];
@@ -155,7 +150,7 @@ void cg_cpu_token_logprobs_forward(float *out, float *lse, const float *hidden, 
         int64_t cw = V - v0 < chunk ? V - v0 : chunk;
         /* logits[n, j] = hidden[n] . weight[v0 + j]: B = the chunk's rows of weight, transposed */
         cg_sgemm(false, true, N, cw, C, 1.0f, hidden, C, weight + v0 * C, C, 0.0f, logits, cw);
-        OMP_FOR_IF(N * cw > PARALLEL_MIN)
+        CG_OMP_FOR_IF(N * cw > PARALLEL_MIN)
         for (int64_t n = 0; n < N; n++) {
             const float *row = logits + n * cw;
             float m = fmaxf(runmax[n], row_max(row, cw, 1));
@@ -183,7 +178,7 @@ void cg_cpu_token_logprobs_backward(float *dhidden, float *dweight, const float 
     for (int64_t v0 = 0; v0 < V; v0 += chunk) {
         int64_t cw = V - v0 < chunk ? V - v0 : chunk;
         cg_sgemm(false, true, N, cw, C, 1.0f, hidden, C, weight + v0 * C, C, 0.0f, dlogits, cw);
-        OMP_FOR_IF(N * cw > PARALLEL_MIN)
+        CG_OMP_FOR_IF(N * cw > PARALLEL_MIN)
         for (int64_t n = 0; n < N; n++) {
             float *row = dlogits + n * cw;
             float d = dout[n], l = lse[n];

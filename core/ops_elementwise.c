@@ -52,8 +52,11 @@ cg_status cg_ops_check_cpu(const char *op, const char *what, const cg_tensor *t)
         if (cg_numel(t) > 0)
             return cg_set_error(CG_ERR_INVALID_ARG, "%s: %s %s has no storage", op, what, cg_tensor_desc(t, d, sizeof d));
     }
-    if (t->device.type == CG_DEVICE_CUDA)
-        return cg_set_error(CG_ERR_UNSUPPORTED, "%s: CUDA tensors need the CUDA backend", op);
+    if (t->device.type == CG_DEVICE_CUDA) {
+        char d[CG_DESC_LEN];
+        return cg_set_error(CG_ERR_UNSUPPORTED, "%s: %s %s: CUDA tensors need the CUDA backend", op, what,
+                            cg_tensor_desc(t, d, sizeof d));
+    }
     if (t->device.type != CG_DEVICE_CPU)
         return cg_set_error(CG_ERR_DEVICE, "%s: %s is on an unknown device", op, what);
     return CG_OK;
