@@ -1,21 +1,20 @@
-/* GELU, SiLU and SwiGLU as differentiable ops: the forward through the unary kernels (or the SwiGLU
- * kernel), the backward through core/nn_activation. */
+/* The activations' backward passes through core/nn_activation (GELU and SiLU are unary ops; SwiGLU is its
+ * own op with a fused kernel). */
 #include "autograd/ops_common.h"
 #include "core/nn_activation.h"
 
 /* Packed f32 CPU view of t (t itself when already packed); the CPU kernels here take flat arrays. */
-static const cg_tensor *packed_cpu(const char *op, const cg_tensor *t) {
-    char d[160];
-    if (t->device.type != CG_DEVICE_CPU || t->dtype != CG_F32) {
-        cg_set_error(t->dtype != CG_F32 ? CG_ERR_DTYPE : CG_ERR_UNSUPPORTED, "%s: %s must be an f32 CPU tensor%s", op,
-                     cg_tensor_desc(t, d, sizeof d), t->dtype != CG_F32 ? "" : " (CUDA needs the CUDA backend)");
-        return NULL;
-    }
-    return cg_contiguous(t);
+static const cg_tensor *packed_cpu(const char *op, const char *what, const cg_tensor *t) {
+    return cg_check_f32_cpu(op, what, t) ? cg_contiguous(t) : NULL;
 }
 
-static cg_status activation_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) {
-    const cg_tensor *x = packed_cpu(n->op, n->inputs[0]), *gp = packed_cpu(n->op, g);
+/* GELU and SiLU are unary ops (their backward rules live with the others in ops_basic.c). */
+cg_tensor *cg_gelu(const cg_tensor *x) { return cg_unary(CG_OP_GELU_TANH, x); }
+cg_tensor *cg_silu(const cg_tensor *x) { return cg_unary(CG_OP_SILU, x); }
+
+/* GELU and SiLU's backward through the core kernels (called from the unary backward). */
+cg_status cg_activation_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) {
+    const cg_tensor *x = packed_cpu(n->op, "x", n->inputs[0]), *gp = packed_cpu(n->op, "grad", g);
     CG_BW_NONNULL(x);
     CG_BW_NONNULL(gp);
     cg_tensor *dx = cg_new_like(x);
@@ -28,25 +27,9 @@ static cg_status activation_backward(cg_node *n, const cg_tensor *g, cg_tensor *
     return CG_OK;
 }
 
-static cg_tensor *activation(cg_unary_op op, const cg_tensor *x) {
-    const char *name = op == CG_OP_GELU_TANH ? "gelu" : "silu";
-    CG_CHECK_ARG(name, x);
-    cg_tensor *out = cg_new_output(x->device, CG_F32, x->ndim, x->shape);
-    if (!out) return NULL;
-    CG_TRY(cg_unary_into(op, out, x));
-    cg_tensor *in[1] = {(cg_tensor *)x};
-    cg_node *node = NULL;
-    if (!cg_finish(name, activation_backward, out, 1, in, &node)) return NULL;
-    if (node) node->iargs[0] = op;
-    return out;
-}
-
-cg_tensor *cg_gelu(const cg_tensor *x) { return activation(CG_OP_GELU_TANH, x); }
-cg_tensor *cg_silu(const cg_tensor *x) { return activation(CG_OP_SILU, x); }
-
 static cg_status swiglu_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) {
-    const cg_tensor *gate = packed_cpu("swiglu", n->inputs[0]), *up = packed_cpu("swiglu", n->inputs[1]);
-    const cg_tensor *gp = packed_cpu("swiglu", g);
+    const cg_tensor *gate = packed_cpu("swiglu", "gate", n->inputs[0]), *up = packed_cpu("swiglu", "up", n->inputs[1]);
+    const cg_tensor *gp = packed_cpu("swiglu", "grad", g);
     CG_BW_NONNULL(gate);
     CG_BW_NONNULL(up);
     CG_BW_NONNULL(gp);
@@ -69,7 +52,7 @@ cg_tensor *cg_swiglu(const cg_tensor *gate, const cg_tensor *up) {
                      cg_tensor_desc(up, b, sizeof b));
         return NULL;
     }
-    const cg_tensor *gp = packed_cpu("swiglu", gate), *upp = packed_cpu("swiglu", up);
+    const cg_tensor *gp = packed_cpu("swiglu", "gate", gate), *upp = packed_cpu("swiglu", "up", up);
     if (!gp || !upp) return NULL;
     cg_tensor *out = cg_new_output(gate->device, CG_F32, gate->ndim, gate->shape);
     if (!out) return NULL;

@@ -132,6 +132,8 @@ static cg_status unary_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) 
     case CG_OP_RECIPROCAL: d = cg_neg(cg_square(y)); break;
     case CG_OP_SQUARE: d = cg_scale(x, 2.0f); break;
     case CG_OP_RELU: d = cg_compare(CG_OP_GREATER, x, scalar_zero(x)); break; /* 0 at x = 0, 1 at +inf */
+    case CG_OP_GELU_TANH:
+    case CG_OP_SILU: return cg_activation_backward(n, g, gi);
     default: return cg_set_error(CG_ERR_INTERNAL, "unary backward: op %lld has no rule here", (long long)n->iargs[0]);
     }
     if (d) gi[0] = cg_mul(g, d);
@@ -139,8 +141,6 @@ static cg_status unary_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) 
 }
 
 cg_tensor *cg_unary(cg_unary_op op, const cg_tensor *x) {
-    if (op == CG_OP_GELU_TANH) return cg_gelu(x);
-    if (op == CG_OP_SILU) return cg_silu(x);
     const char *name = cg_unary_op_name(op);
     CG_CHECK_ARG(name, x);
     cg_tensor *out = cg_new_output(x->device, CG_F32, x->ndim, x->shape);

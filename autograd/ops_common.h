@@ -33,6 +33,9 @@ static inline bool cg_check_f32_cpu(const char *op, const char *what, const cg_t
     return cg_ops_check_f32(op, what, t) == CG_OK;
 }
 
+/* d/dx of GELU (tanh form) or SiLU for a unary node (autograd/ops_activation.c). */
+cg_status cg_activation_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi);
+
 /* Null-argument check used at the top of every op. */
 #define CG_CHECK_ARG(op, t)                                                                                 \
     do {                                                                                                    \
