@@ -10,28 +10,6 @@
 /* Gradcheck tolerances, tighter than the defaults (rtol 1e-2, atol 1e-3): these ops are smooth and O(1). */
 static const cg_gradcheck_opts TIGHT = {.eps = 1e-3, .rtol = 5e-3, .atol = 5e-4};
 
-static cg_tensor *rand_tensor(int nd, const int64_t *shape, uint64_t seed, float scale, float shift, bool grad) {
-    int64_t n = 1;
-    for (int k = 0; k < nd; k++) n *= shape[k];
-    float *v = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    assert_non_null(v);
-    for (int64_t i = 0; i < n; i++) v[i] = cg_test_randf(&seed) * scale + shift;
-    cg_tensor *t = cg_tensor_from_data(cg_step_arena(CG_CPU), CG_F32, nd, shape, v);
-    free(v);
-    assert_non_null(t);
-    if (grad) assert_ok(cg_set_requires_grad(t, true));
-    return t;
-}
-
-/* Logical (row-major) values of any CPU tensor, in double. */
-static double *values(const cg_tensor *t) {
-    int64_t n = cg_numel(t);
-    double *v = malloc(sizeof(double) * (size_t)(n ? n : 1));
-    assert_non_null(v);
-    for (int64_t i = 0; i < n; i++) v[i] = cg_get_flat(t, i);
-    return v;
-}
-
 /* The reference: LayerNorm (or RMSNorm) of N rows of C in double, straight from the definitions. */
 static void norm_ref(double *out, const double *x, const double *w, const double *b, int64_t N, int64_t C,
                      double eps, bool rms) {
@@ -60,19 +38,19 @@ static void check_norm_forward(int nd, const int64_t *shape, bool rms, bool with
     if (transposed) {
         assert_int_equal(nd, 2);
         int64_t ts[2] = {shape[1], shape[0]};
-        x = cg_view_transpose(rand_tensor(2, ts, 11, 2.0f, 3.0f, false), 0, 1);
+        x = cg_view_transpose(cg_test_rand_tensor(2, ts, 11, 2.0f, 3.0f, false), 0, 1);
         assert_false(cg_is_contiguous(x));
     } else {
-        x = rand_tensor(nd, shape, 11, 2.0f, 3.0f, false);
+        x = cg_test_rand_tensor(nd, shape, 11, 2.0f, 3.0f, false);
     }
     int64_t cs[1] = {C};
-    cg_tensor *w = rand_tensor(1, cs, 12, 0.5f, 1.0f, false);
-    cg_tensor *b = with_bias ? rand_tensor(1, cs, 13, 1.0f, 0, false) : NULL;
+    cg_tensor *w = cg_test_rand_tensor(1, cs, 12, 0.5f, 1.0f, false);
+    cg_tensor *b = with_bias ? cg_test_rand_tensor(1, cs, 13, 1.0f, 0, false) : NULL;
     cg_tensor *y = rms ? cg_rmsnorm(x, w, eps) : cg_layernorm(x, w, b, eps);
     assert_non_null(y);
     assert_int_equal(y->ndim, nd);
     for (int k = 0; k < nd; k++) assert_int_equal(y->shape[k], shape[k]);
-    double *xv = values(x), *wv = values(w), *bv = b ? values(b) : NULL;
+    double *xv = cg_test_values(x), *wv = cg_test_values(w), *bv = b ? cg_test_values(b) : NULL;
     double *ref = malloc(sizeof(double) * (size_t)(N * C));
     norm_ref(ref, xv, wv, bv, N, C, eps, rms);
     for (int64_t i = 0; i < N * C; i++) assert_close(cg_get_flat(y, i), ref[i], 2e-5, 2e-5);
@@ -132,8 +110,8 @@ static cg_tensor *norm_fn(cg_tensor *const *in, void *user) {
 
 static void gradcheck_norm(int nd, const int64_t *shape, bool rms, bool transposed, bool with_bias) {
     int64_t C = transposed ? shape[0] : shape[nd - 1], cs[1] = {C};
-    cg_tensor *in[3] = {rand_tensor(nd, shape, 21, 1.5f, 0.5f, true), rand_tensor(1, cs, 22, 0.5f, 1.0f, true),
-                        with_bias ? rand_tensor(1, cs, 23, 1.0f, 0, true) : NULL};
+    cg_tensor *in[3] = {cg_test_rand_tensor(nd, shape, 21, 1.5f, 0.5f, true), cg_test_rand_tensor(1, cs, 22, 0.5f, 1.0f, true),
+                        with_bias ? cg_test_rand_tensor(1, cs, 23, 1.0f, 0, true) : NULL};
     norm_case c = {rms, transposed, 1e-5f};
     cg_gradcheck_result r;
     assert_ok(cg_gradcheck(norm_fn, &c, with_bias ? 3 : 2, in, &TIGHT, &r));
@@ -176,10 +154,10 @@ static void test_rmsnorm_gradcheck(void **state) {
 static void test_layernorm_param_grads_closed_form(void **state) {
     (void)state;
     int64_t s[2] = {5, 9}, cs[1] = {9};
-    cg_tensor *x = rand_tensor(2, s, 31, 2.0f, 0, false);
-    cg_tensor *w = rand_tensor(1, cs, 32, 1.0f, 0, true), *b = rand_tensor(1, cs, 33, 1.0f, 0, true);
+    cg_tensor *x = cg_test_rand_tensor(2, s, 31, 2.0f, 0, false);
+    cg_tensor *w = cg_test_rand_tensor(1, cs, 32, 1.0f, 0, true), *b = cg_test_rand_tensor(1, cs, 33, 1.0f, 0, true);
     assert_ok(cg_backward(cg_sum_all(cg_layernorm(x, w, b, 1e-5f))));
-    double *xv = values(x), ones[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1}, xhat[45];
+    double *xv = cg_test_values(x), ones[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1}, xhat[45];
     norm_ref(xhat, xv, ones, NULL, 5, 9, 1e-5, false);
     for (int c = 0; c < 9; c++) {
         double sw = 0;
@@ -197,9 +175,9 @@ static double grad_at(const cg_tensor *t, int64_t i) { return t->grad ? cg_get_f
 
 static void check_residual_norm(bool rms) {
     int64_t s[3] = {2, 3, 13}, cs[1] = {13};
-    cg_tensor *x = rand_tensor(3, s, 41, 1.0f, 0, true), *res = rand_tensor(3, s, 42, 2.0f, 1.0f, true);
-    cg_tensor *w = rand_tensor(1, cs, 43, 0.5f, 1.0f, true), *b = rand_tensor(1, cs, 44, 1.0f, 0, true);
-    cg_tensor *r1 = rand_tensor(3, s, 45, 1.0f, 0, false), *r2 = rand_tensor(3, s, 46, 1.0f, 0, false);
+    cg_tensor *x = cg_test_rand_tensor(3, s, 41, 1.0f, 0, true), *res = cg_test_rand_tensor(3, s, 42, 2.0f, 1.0f, true);
+    cg_tensor *w = cg_test_rand_tensor(1, cs, 43, 0.5f, 1.0f, true), *b = cg_test_rand_tensor(1, cs, 44, 1.0f, 0, true);
+    cg_tensor *r1 = cg_test_rand_tensor(3, s, 45, 1.0f, 0, false), *r2 = cg_test_rand_tensor(3, s, 46, 1.0f, 0, false);
     float eps = 1e-5f;
 
     /* fused: one add node and one norm node */
@@ -213,7 +191,7 @@ static void check_residual_norm(bool rms) {
     cg_tensor *sum2 = cg_add(x, res);
     cg_tensor *y2 = rms ? cg_rmsnorm(sum2, w, eps) : cg_layernorm(sum2, w, b, eps);
     assert_non_null(y2);
-    double *sv = values(sum2), *wv = values(w), *bv = values(b), ref[78];
+    double *sv = cg_test_values(sum2), *wv = cg_test_values(w), *bv = cg_test_values(b), ref[78];
     norm_ref(ref, sv, wv, bv, 6, 13, eps, rms);
     for (int64_t i = 0; i < 78; i++) {
         assert_close(cg_get_flat(sum, i), cg_get_flat(x, i) + cg_get_flat(res, i), 1e-7, 0);
@@ -266,9 +244,9 @@ static void test_residual_norm_gradcheck(void **state) {
     for (int k = 0; k < 3; k++)
         for (int rms = 0; rms < 2; rms++) {
             int64_t *s = shapes[k], cs[1] = {s[2]};
-            cg_tensor *in[4] = {rand_tensor(3, s, 51, 1.0f, 0, true), rand_tensor(3, s, 52, 1.0f, 0.5f, true),
-                                rand_tensor(1, cs, 53, 0.5f, 1.0f, true), rand_tensor(1, cs, 54, 1.0f, 0, true)};
-            residual_case rc = {rms, rand_tensor(3, s, 55, 1.0f, 0, false)};
+            cg_tensor *in[4] = {cg_test_rand_tensor(3, s, 51, 1.0f, 0, true), cg_test_rand_tensor(3, s, 52, 1.0f, 0.5f, true),
+                                cg_test_rand_tensor(1, cs, 53, 0.5f, 1.0f, true), cg_test_rand_tensor(1, cs, 54, 1.0f, 0, true)};
+            residual_case rc = {rms, cg_test_rand_tensor(3, s, 55, 1.0f, 0, false)};
             cg_gradcheck_opts o = TIGHT;
             o.max_per_input = 64;
             cg_gradcheck_result r;
@@ -284,8 +262,8 @@ static void test_residual_norm_gradcheck(void **state) {
 static void test_residual_norm_rms_ignores_bias(void **state) {
     (void)state;
     int64_t s[2] = {3, 5}, cs[1] = {5};
-    cg_tensor *x = rand_tensor(2, s, 61, 1.0f, 0, false), *res = rand_tensor(2, s, 62, 1.0f, 0, false);
-    cg_tensor *w = rand_tensor(1, cs, 63, 0.5f, 1.0f, true), *b = rand_tensor(1, cs, 64, 1.0f, 2.0f, true);
+    cg_tensor *x = cg_test_rand_tensor(2, s, 61, 1.0f, 0, false), *res = cg_test_rand_tensor(2, s, 62, 1.0f, 0, false);
+    cg_tensor *w = cg_test_rand_tensor(1, cs, 63, 0.5f, 1.0f, true), *b = cg_test_rand_tensor(1, cs, 64, 1.0f, 2.0f, true);
     int64_t before = cg_tape_size();
     cg_tensor *sum = NULL;
     cg_tensor *y = cg_residual_norm(x, res, w, b, 1e-6f, true, &sum);
@@ -301,8 +279,8 @@ static void test_residual_norm_rms_ignores_bias(void **state) {
 static void test_norm_errors(void **state) {
     (void)state;
     int64_t s[2] = {4, 7}, c7[1] = {7}, c8[1] = {8}, m[2] = {7, 1}, s35[2] = {5, 7};
-    cg_tensor *x = rand_tensor(2, s, 71, 1.0f, 0, false), *w = rand_tensor(1, c7, 72, 1.0f, 0, false);
-    cg_tensor *w8 = rand_tensor(1, c8, 73, 1.0f, 0, false), *w2d = rand_tensor(2, m, 74, 1.0f, 0, false);
+    cg_tensor *x = cg_test_rand_tensor(2, s, 71, 1.0f, 0, false), *w = cg_test_rand_tensor(1, c7, 72, 1.0f, 0, false);
+    cg_tensor *w8 = cg_test_rand_tensor(1, c8, 73, 1.0f, 0, false), *w2d = cg_test_rand_tensor(2, m, 74, 1.0f, 0, false);
     cg_tensor *sum = NULL;
 
     assert_null(cg_layernorm(NULL, w, NULL, 1e-5f));
@@ -350,7 +328,7 @@ static void test_norm_errors(void **state) {
     assert_int_equal(cg_last_status(), CG_ERR_DEVICE);
     assert_error_contains("different devices");
 
-    cg_tensor *r35 = rand_tensor(2, s35, 75, 1.0f, 0, false);
+    cg_tensor *r35 = cg_test_rand_tensor(2, s35, 75, 1.0f, 0, false);
     assert_null(cg_residual_norm(x, r35, w, NULL, 1e-5f, false, &sum));
     assert_int_equal(cg_last_status(), CG_ERR_SHAPE);
     assert_error_contains("residual_norm: x f32[4, 7] cpu and residual f32[5, 7] cpu differ in shape");

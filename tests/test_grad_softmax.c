@@ -11,19 +11,6 @@
 /* Tighter than the defaults (rtol 1e-2, atol 1e-3): these ops are smooth and their outputs O(1). */
 static const cg_gradcheck_opts TIGHT = {.eps = 1e-3, .rtol = 5e-3, .atol = 5e-4};
 
-static cg_tensor *rand_tensor(int nd, const int64_t *shape, uint64_t seed, float scale, float shift, bool grad) {
-    int64_t n = 1;
-    for (int k = 0; k < nd; k++) n *= shape[k];
-    float *v = malloc(sizeof(float) * (size_t)(n ? n : 1));
-    assert_non_null(v);
-    for (int64_t i = 0; i < n; i++) v[i] = cg_test_randf(&seed) * scale + shift;
-    cg_tensor *t = cg_tensor_from_data(cg_step_arena(CG_CPU), CG_F32, nd, shape, v);
-    free(v);
-    assert_non_null(t);
-    if (grad) assert_ok(cg_set_requires_grad(t, true));
-    return t;
-}
-
 static cg_tensor *f32(int nd, const int64_t *shape, const float *v) {
     cg_tensor *t = cg_tensor_from_data(cg_step_arena(CG_CPU), CG_F32, nd, shape, v);
     assert_non_null(t);
@@ -76,14 +63,14 @@ static void check_softmax_forward(const cg_tensor *x, int axis) {
 static void test_softmax_forward(void **state) {
     (void)state;
     int64_t s1[2] = {1, 7}, s2[2] = {3, 13}, s3[3] = {2, 5, 3}, st[2] = {13, 3}, s4[1] = {65};
-    check_softmax_forward(rand_tensor(2, s1, 1, 3.0f, 0, false), -1);
-    check_softmax_forward(rand_tensor(2, s2, 2, 3.0f, 0, false), 1);
-    check_softmax_forward(rand_tensor(3, s3, 3, 3.0f, 0, false), 1); /* a middle axis */
-    check_softmax_forward(rand_tensor(3, s3, 4, 3.0f, 0, false), 0);
-    check_softmax_forward(rand_tensor(3, s3, 5, 3.0f, 0, false), -1);
-    check_softmax_forward(rand_tensor(2, s2, 6, 3.0f, 0, false), 0);
-    check_softmax_forward(rand_tensor(1, s4, 7, 3.0f, 0, false), 0);
-    cg_tensor *xt = cg_view_transpose(rand_tensor(2, st, 8, 3.0f, 0, false), 0, 1); /* [3, 13] with strides */
+    check_softmax_forward(cg_test_rand_tensor(2, s1, 1, 3.0f, 0, false), -1);
+    check_softmax_forward(cg_test_rand_tensor(2, s2, 2, 3.0f, 0, false), 1);
+    check_softmax_forward(cg_test_rand_tensor(3, s3, 3, 3.0f, 0, false), 1); /* a middle axis */
+    check_softmax_forward(cg_test_rand_tensor(3, s3, 4, 3.0f, 0, false), 0);
+    check_softmax_forward(cg_test_rand_tensor(3, s3, 5, 3.0f, 0, false), -1);
+    check_softmax_forward(cg_test_rand_tensor(2, s2, 6, 3.0f, 0, false), 0);
+    check_softmax_forward(cg_test_rand_tensor(1, s4, 7, 3.0f, 0, false), 0);
+    cg_tensor *xt = cg_view_transpose(cg_test_rand_tensor(2, st, 8, 3.0f, 0, false), 0, 1); /* [3, 13] with strides */
     check_softmax_forward(xt, -1);
     check_softmax_forward(xt, 0);
 }
@@ -140,7 +127,7 @@ static void test_softmax_gradcheck(void **state) {
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
         for (int log = 0; log < 2; log++) {
-            cg_tensor *x = rand_tensor(cases[k].nd, cases[k].shape, 10 + k, 2.0f, 0, true);
+            cg_tensor *x = cg_test_rand_tensor(cases[k].nd, cases[k].shape, 10 + k, 2.0f, 0, true);
             softmax_case c = {cases[k].axis, log, cases[k].transposed};
             cg_gradcheck_result r;
             /* log_softmax outputs are O(log dim): their f32 rounding puts ~1e-3 of noise in the finite
@@ -157,7 +144,7 @@ static void test_softmax_gradcheck(void **state) {
 static void test_softmax_errors(void **state) {
     (void)state;
     int64_t s[2] = {2, 3};
-    cg_tensor *x = rand_tensor(2, s, 1, 1.0f, 0, false);
+    cg_tensor *x = cg_test_rand_tensor(2, s, 1, 1.0f, 0, false);
     assert_null(cg_softmax(x, 2));
     assert_int_equal(cg_last_status(), CG_ERR_INVALID_ARG);
     assert_error_contains("softmax: axis 2 is out of range for x f32[2, 3] cpu");
@@ -228,7 +215,7 @@ static void test_cross_entropy_ignore_and_smoothing(void **state) {
     int32_t tv32[5] = {1, -100, 6, 0, -100};
     float lsv[3] = {0.0f, 0.1f, 0.35f};
     for (int k = 0; k < 3; k++) {
-        cg_tensor *logits = rand_tensor(2, s, 20 + k, 3.0f, 0, true);
+        cg_tensor *logits = cg_test_rand_tensor(2, s, 20 + k, 3.0f, 0, true);
         cg_tensor *t32 = cg_tensor_from_data(cg_step_arena(CG_CPU), CG_I32, 1, ts, tv32);
         cg_tensor *loss = cg_cross_entropy(logits, t32, -100, lsv[k]);
         assert_non_null(loss);
@@ -243,7 +230,7 @@ static void test_cross_entropy_ignore_and_smoothing(void **state) {
     }
     /* a different ignore_index: -100 is then an out-of-range target */
     int64_t tv2[5] = {1, 3, 6, 0, 3};
-    cg_tensor *logits = rand_tensor(2, s, 30, 3.0f, 0, false);
+    cg_tensor *logits = cg_test_rand_tensor(2, s, 30, 3.0f, 0, false);
     double expect;
     ce_ref(logits, tv2, 5, 7, 3, 0.1, &expect, NULL);
     assert_close(cg_get_flat(cg_cross_entropy(logits, i64(1, ts, tv2), 3, 0.1f), 0), expect, 1e-6, 1e-7);
@@ -252,7 +239,7 @@ static void test_cross_entropy_ignore_and_smoothing(void **state) {
 static void test_cross_entropy_all_ignored(void **state) {
     (void)state;
     int64_t s[2] = {3, 4}, ts[1] = {3}, tv[3] = {-1, -1, -1};
-    cg_tensor *logits = rand_tensor(2, s, 40, 3.0f, 0, true);
+    cg_tensor *logits = cg_test_rand_tensor(2, s, 40, 3.0f, 0, true);
     cg_tensor *loss = cg_cross_entropy(logits, i64(1, ts, tv), -1, 0.1f);
     assert_non_null(loss);
     assert_true(cg_get_flat(loss, 0) == 0.0);
@@ -264,12 +251,12 @@ static void test_cross_entropy_all_ignored(void **state) {
 static void test_cross_entropy_leading_dims(void **state) {
     (void)state;
     int64_t s[3] = {2, 3, 13}, ts[2] = {2, 3}, tv[6] = {12, 0, 5, -100, 7, 1};
-    cg_tensor *logits = rand_tensor(3, s, 50, 2.0f, 0, false);
+    cg_tensor *logits = cg_test_rand_tensor(3, s, 50, 2.0f, 0, false);
     double expect;
     ce_ref(logits, tv, 6, 13, -100, 0.0, &expect, NULL);
     assert_close(cg_get_flat(cg_cross_entropy(logits, i64(2, ts, tv), -100, 0.0f), 0), expect, 1e-6, 1e-7);
     int64_t st[2] = {13, 6};
-    cg_tensor *lt = cg_view_transpose(rand_tensor(2, st, 51, 2.0f, 0, false), 0, 1); /* [6, 13], strided */
+    cg_tensor *lt = cg_view_transpose(cg_test_rand_tensor(2, st, 51, 2.0f, 0, false), 0, 1); /* [6, 13], strided */
     int64_t ts1[1] = {6};
     ce_ref(lt, tv, 6, 13, -100, 0.2, &expect, NULL);
     assert_close(cg_get_flat(cg_cross_entropy(lt, i64(1, ts1, tv), -100, 0.2f), 0), expect, 1e-6, 1e-7);
@@ -304,7 +291,7 @@ static void test_cross_entropy_gradcheck(void **state) {
         {2, st, i64(1, t2, v2), 0.1f, true},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        cg_tensor *x = rand_tensor(cases[k].nd, cases[k].shape, 60 + k, 2.0f, 0, true);
+        cg_tensor *x = cg_test_rand_tensor(cases[k].nd, cases[k].shape, 60 + k, 2.0f, 0, true);
         ce_case c = {cases[k].targets, cases[k].ls, cases[k].transposed};
         cg_gradcheck_result r;
         cg_gradcheck_opts o = TIGHT;
@@ -318,7 +305,7 @@ static void test_cross_entropy_gradcheck(void **state) {
 static void test_cross_entropy_errors(void **state) {
     (void)state;
     int64_t s[2] = {3, 4}, ts[1] = {3}, tv[3] = {0, 7, 1}, tn[3] = {0, 1, -5}, t2[2] = {3, 1};
-    cg_tensor *logits = rand_tensor(2, s, 70, 1.0f, 0, false);
+    cg_tensor *logits = cg_test_rand_tensor(2, s, 70, 1.0f, 0, false);
     assert_null(cg_cross_entropy(logits, i64(1, ts, tv), -100, 0.0f));
     assert_int_equal(cg_last_status(), CG_ERR_INVALID_ARG);
     assert_error_contains("cross_entropy: target 7 at row 1 is outside [0, 4)");
@@ -365,7 +352,7 @@ static void test_token_logprobs_forward(void **state) {
     (void)state;
     int64_t hs[3] = {2, 3, 6}, ws[2] = {23, 6}, ts[2] = {2, 3};
     int64_t tv[6] = {0, 22, 7, 13, 6, 21}; /* first and last token, and both sides of chunk edges */
-    cg_tensor *hidden = rand_tensor(3, hs, 80, 1.5f, 0, false), *weight = rand_tensor(2, ws, 81, 1.5f, 0, false);
+    cg_tensor *hidden = cg_test_rand_tensor(3, hs, 80, 1.5f, 0, false), *weight = cg_test_rand_tensor(2, ws, 81, 1.5f, 0, false);
     cg_tensor *tokens = i64(2, ts, tv);
     int64_t chunks[6] = {1, 7, 23, 0, 5, 100}; /* 7 and 5 do not divide 23; 0 = default; 100 > V */
     for (int k = 0; k < 6; k++) {
@@ -380,7 +367,7 @@ static void test_token_logprobs_forward(void **state) {
     /* i32 tokens and a hidden seen through a transpose */
     int64_t hts[2] = {6, 6}, ts1[1] = {6};
     int32_t tv32[6] = {0, 22, 7, 13, 6, 21};
-    cg_tensor *ht = cg_view_transpose(rand_tensor(2, hts, 82, 1.5f, 0, false), 0, 1);
+    cg_tensor *ht = cg_view_transpose(cg_test_rand_tensor(2, hts, 82, 1.5f, 0, false), 0, 1);
     cg_tensor *t32 = cg_tensor_from_data(cg_step_arena(CG_CPU), CG_I32, 1, ts1, tv32);
     cg_tensor *out = cg_token_logprobs(ht, weight, t32, 7);
     assert_non_null(out);
@@ -406,8 +393,8 @@ static void test_token_logprobs_gradcheck(void **state) {
     int64_t chunks[4] = {1, 7, 23, 0};
     for (int k = 0; k < 5; k++) {
         bool transposed = k == 4;
-        cg_tensor *in[2] = {rand_tensor(2, transposed ? hts : hs, 90 + k, 1.0f, 0, true),
-                            rand_tensor(2, ws, 95 + k, 1.0f, 0, true)};
+        cg_tensor *in[2] = {cg_test_rand_tensor(2, transposed ? hts : hs, 90 + k, 1.0f, 0, true),
+                            cg_test_rand_tensor(2, ws, 95 + k, 1.0f, 0, true)};
         tlp_case c = {tokens, transposed ? 5 : chunks[k], transposed};
         cg_gradcheck_result r;
         assert_ok(cg_gradcheck(tlp_fn, &c, 2, in, &TIGHT, &r));
@@ -417,8 +404,8 @@ static void test_token_logprobs_gradcheck(void **state) {
     }
     /* the same gradients as the unfused graph gather(log_softmax(hidden @ weight^T), tokens) */
     int64_t h3[3] = {1, 5, 6}, t3[2] = {1, 5}, idx_shape[2] = {5, 1};
-    cg_tensor *h = rand_tensor(3, h3, 100, 1.0f, 0, true), *w = rand_tensor(2, ws, 101, 1.0f, 0, true);
-    cg_tensor *rw = rand_tensor(2, t3, 102, 1.0f, 0, false);
+    cg_tensor *h = cg_test_rand_tensor(3, h3, 100, 1.0f, 0, true), *w = cg_test_rand_tensor(2, ws, 101, 1.0f, 0, true);
+    cg_tensor *rw = cg_test_rand_tensor(2, t3, 102, 1.0f, 0, false);
     assert_ok(cg_backward(cg_sum_all(cg_mul(cg_token_logprobs(h, w, i64(2, t3, tv), 4), rw))));
     double gh[30], gw[138];
     for (int i = 0; i < 30; i++) gh[i] = grad_at(h, i);
@@ -438,11 +425,11 @@ static void test_token_logprobs_errors(void **state) {
     (void)state;
     int64_t hs[2] = {3, 4}, ws[2] = {10, 4}, w5[2] = {10, 5}, ts[1] = {3}, t2[1] = {2};
     int64_t tv[3] = {0, 9, 10}, ok[3] = {0, 1, 2};
-    cg_tensor *h = rand_tensor(2, hs, 110, 1.0f, 0, false), *w = rand_tensor(2, ws, 111, 1.0f, 0, false);
+    cg_tensor *h = cg_test_rand_tensor(2, hs, 110, 1.0f, 0, false), *w = cg_test_rand_tensor(2, ws, 111, 1.0f, 0, false);
     assert_null(cg_token_logprobs(h, w, i64(1, ts, tv), 0));
     assert_int_equal(cg_last_status(), CG_ERR_INVALID_ARG);
     assert_error_contains("token_logprobs: token 10 at row 2 is outside [0, 10)");
-    assert_null(cg_token_logprobs(h, rand_tensor(2, w5, 112, 1.0f, 0, false), i64(1, ts, ok), 0));
+    assert_null(cg_token_logprobs(h, cg_test_rand_tensor(2, w5, 112, 1.0f, 0, false), i64(1, ts, ok), 0));
     assert_int_equal(cg_last_status(), CG_ERR_SHAPE);
     assert_error_contains("hidden f32[3, 4] cpu and weight f32[10, 5] cpu");
     assert_null(cg_token_logprobs(h, w, i64(1, t2, ok), 0));
@@ -478,7 +465,7 @@ static void test_token_logprobs_memory(void **state) {
     size_t full = (size_t)(N * V) * sizeof(float);
 
     /* a frozen classifier (LoRA-style RL): only hidden gets a gradient */
-    cg_tensor *hidden = rand_tensor(2, hs, 120, 1.0f, 0, true);
+    cg_tensor *hidden = cg_test_rand_tensor(2, hs, 120, 1.0f, 0, true);
     cg_tensor *out = cg_token_logprobs(hidden, weight, i64(1, ts, tv), chunk);
     assert_non_null(out);
     assert_close(cg_get_flat(out, 0), token_logprob_ref(hidden, weight, 0, tv[0]), 1e-4, 1e-4);
@@ -492,7 +479,7 @@ static void test_token_logprobs_memory(void **state) {
 
     /* a trained classifier: its [V, C] gradient adds V*C*4 bytes, the logits still never appear */
     cg_step_end();
-    hidden = rand_tensor(2, hs, 121, 1.0f, 0, true);
+    hidden = cg_test_rand_tensor(2, hs, 121, 1.0f, 0, true);
     assert_ok(cg_set_requires_grad(weight, true));
     assert_ok(cg_backward(cg_sum_all(cg_token_logprobs(hidden, weight, i64(1, ts, tv), chunk))));
     size_t peak2 = cg_memory_get_stats(CG_CPU).step_peak;

@@ -83,4 +83,26 @@ static inline float cg_test_randf(uint64_t *s) {
     return (float)((*s >> 40) * (1.0 / 8388608.0)) - 1.0f;
 }
 
+/* A step-arena f32 tensor of the shape, filled with cg_test_randf * scale + shift; a gradient leaf if grad. */
+static inline cg_tensor *cg_test_rand_tensor(int nd, const int64_t *shape, uint64_t seed, float scale, float shift,
+                                             bool grad) {
+    int64_t n = 1;
+    for (int k = 0; k < nd; k++) n *= shape[k];
+    cg_tensor *t = cg_tensor_empty(cg_step_arena(CG_CPU), CG_F32, nd, shape);
+    assert_non_null(t);
+    float *v = cg_data(t);
+    for (int64_t i = 0; i < n; i++) v[i] = cg_test_randf(&seed) * scale + shift;
+    if (grad) assert_ok(cg_set_requires_grad(t, true));
+    return t;
+}
+
+/* The logical (row-major) values of any CPU tensor as a malloc'd array of doubles (free it). */
+static inline double *cg_test_values(const cg_tensor *t) {
+    int64_t n = cg_numel(t);
+    double *v = malloc(sizeof(double) * (size_t)(n ? n : 1));
+    assert_non_null(v);
+    for (int64_t i = 0; i < n; i++) v[i] = cg_get_flat(t, i);
+    return v;
+}
+
 #endif
