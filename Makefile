@@ -172,6 +172,7 @@ $(SHARED_LIB): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LD    $@")
 	$(Q)$(CC) $(SO_LDFLAGS) -o $@ $^ $(LDLIBS)
+	@ln -sf libcgrad.so $(dir $@)libcgrad.so.0
 
 $(CGRAD): $(TOOL_OBJS) $(STATIC_LIB)
 	@mkdir -p $(dir $@)
