@@ -33,6 +33,9 @@ void cg_no_grad_exit(void);
 /* ---- leaves ---- */
 /* Marks a float tensor as a leaf that receives a gradient (an integer tensor is an error). */
 cg_status cg_set_requires_grad(cg_tensor *t, bool requires_grad);
+/* Gives a leaf its gradient buffer now, zeroed, in arena a (on t's device), instead of lazily in the
+ * context's persistent arena at the first backward: a model keeps its gradients in its own arena. */
+cg_status cg_alloc_grad(cg_tensor *t, cg_arena *a);
 /* Sets t->grad to zero (no-op if it has none yet). */
 void cg_zero_grad(cg_tensor *t);
 void cg_zero_grads(int n, cg_tensor *const *ts);

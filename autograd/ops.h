@@ -14,6 +14,7 @@
 #include <stdbool.h>
 
 #include "autograd/autograd.h"
+#include "core/nn_attention.h"
 #include "core/ops.h"
 #include "core/rng.h"
 
@@ -108,6 +109,9 @@ cg_tensor *cg_swiglu(const cg_tensor *gate, const cg_tensor *up);
  * Position of token t: positions[b, t] when positions (i32/i64 [B, T]) is given, else pos_offset + t.
  * Frequencies theta^(-2i/D). */
 cg_tensor *cg_rope(const cg_tensor *x, float theta, int64_t pos_offset, const cg_tensor *positions);
+/* RoPE with the full frequency config (Llama 3 scaling; see core/nn_attention.h). */
+cg_tensor *cg_rope_scaled(const cg_tensor *x, const cg_rope_config *rope, int64_t pos_offset,
+                          const cg_tensor *positions);
 /* Causal scaled-dot-product attention with grouped-query heads.
  * q [B, Hq, T, D], k and v [B, Hkv, S, D] with Hq a multiple of Hkv (query head h reads kv head h / (Hq/Hkv)),
  * S >= T: the queries are the last T positions of the S keys (query t sees keys 0 .. S - T + t; a KV cache).

@@ -42,9 +42,10 @@ static cg_status rope_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) {
     CG_BW_NONNULL(gp);
     cg_tensor *dx = cg_new_like(x);
     CG_BW_NONNULL(dx);
+    cg_rope_config rope = {(float)n->args[0], (float)n->args[1], (float)n->args[2], (float)n->args[3], n->iargs[1]};
     if (cg_numel(dx) > 0)
-        cg_cpu_rope_backward(cg_data(dx), cg_data(gp), x->shape[0], x->shape[1], x->shape[2], x->shape[3],
-                             (float)n->args[0], n->iargs[0], (const int64_t *)n->extra);
+        cg_cpu_rope_backward(cg_data(dx), cg_data(gp), x->shape[0], x->shape[1], x->shape[2], x->shape[3], &rope,
+                             n->iargs[0], (const int64_t *)n->extra);
     gi[0] = dx;
     return CG_OK;
 }
@@ -85,8 +86,16 @@ static int64_t *positions_array(const cg_tensor *positions, const cg_tensor *x) 
 }
 
 cg_tensor *cg_rope(const cg_tensor *x, float theta, int64_t pos_offset, const cg_tensor *positions) {
+    cg_rope_config c = {.theta = theta};
+    return cg_rope_scaled(x, &c, pos_offset, positions);
+}
+
+cg_tensor *cg_rope_scaled(const cg_tensor *x, const cg_rope_config *rope, int64_t pos_offset,
+                          const cg_tensor *positions) {
     char d[DESC];
     CG_CHECK_ARG("rope", x);
+    CG_CHECK_ARG("rope", rope);
+    float theta = rope->theta;
     if (!check_f32_cpu_4d("rope", "x", x)) return NULL;
     if (x->shape[3] % 2 != 0) {
         cg_set_error(CG_ERR_SHAPE, "rope: x %s: the head dim (%lld) must be even (pairs (i, i + D/2))",
@@ -97,6 +106,13 @@ cg_tensor *cg_rope(const cg_tensor *x, float theta, int64_t pos_offset, const cg
         cg_set_error(CG_ERR_INVALID_ARG, "rope: theta must be positive and finite, got %g", (double)theta);
         return NULL;
     }
+    if (rope->scaling_factor > 0.0f &&
+        (!(rope->high_freq_factor > rope->low_freq_factor) || !(rope->low_freq_factor > 0.0f) || rope->original_max_pos <= 0)) {
+        cg_set_error(CG_ERR_INVALID_ARG, "rope: scaling needs 0 < low_freq_factor (%g) < high_freq_factor (%g) and "
+                     "original_max_pos > 0 (%lld)", (double)rope->low_freq_factor, (double)rope->high_freq_factor,
+                     (long long)rope->original_max_pos);
+        return NULL;
+    }
     int64_t *pos = NULL;
     if (positions && !(pos = positions_array(positions, x))) return NULL;
     const cg_tensor *xp = cg_contiguous(x);
@@ -104,14 +120,18 @@ cg_tensor *cg_rope(const cg_tensor *x, float theta, int64_t pos_offset, const cg
     cg_tensor *out = cg_new_output(x->device, CG_F32, 4, x->shape);
     if (!out) return NULL;
     if (cg_numel(out) > 0)
-        cg_cpu_rope_forward(cg_data(out), cg_data(xp), x->shape[0], x->shape[1], x->shape[2], x->shape[3], theta,
+        cg_cpu_rope_forward(cg_data(out), cg_data(xp), x->shape[0], x->shape[1], x->shape[2], x->shape[3], rope,
                             pos_offset, pos);
     cg_tensor *in[1] = {(cg_tensor *)x};
     cg_node *node = NULL;
     if (!cg_finish("rope", rope_backward, out, 1, in, &node)) return NULL;
     if (node) {
-        node->args[0] = theta;
+        node->args[0] = rope->theta;
+        node->args[1] = rope->scaling_factor;
+        node->args[2] = rope->low_freq_factor;
+        node->args[3] = rope->high_freq_factor;
         node->iargs[0] = pos_offset;
+        node->iargs[1] = rope->original_max_pos;
         node->extra = pos;
     }
     return out;

@@ -38,6 +38,17 @@ cg_status cg_set_requires_grad(cg_tensor *t, bool requires_grad) {
     return CG_OK;
 }
 
+cg_status cg_alloc_grad(cg_tensor *t, cg_arena *a) {
+    char d[160];
+    if (!t || !a) return cg_set_error(CG_ERR_INVALID_ARG, "alloc_grad: NULL argument");
+    if (!cg_device_eq(cg_arena_device(a), t->device))
+        return cg_set_error(CG_ERR_DEVICE, "alloc_grad: arena '%s' is not on the device of %s", cg_arena_name(a),
+                            cg_tensor_desc(t, d, sizeof d));
+    if (t->grad) return CG_OK;
+    t->grad = cg_tensor_zeros(a, CG_F32, t->ndim, t->shape);
+    return t->grad ? CG_OK : cg_last_status();
+}
+
 void cg_zero_grad(cg_tensor *t) {
     if (t && t->grad) cg_device_memset_zero(t->grad->device, cg_data(t->grad), cg_nbytes(t->grad));
 }

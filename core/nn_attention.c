@@ -21,14 +21,26 @@
 
 /* ------------------------------------------------------------------ RoPE */
 
+double cg_rope_inv_freq(const cg_rope_config *c, int64_t i, int64_t D) {
+    double f = pow((double)c->theta, -2.0 * (double)i / (double)D);
+    if (!(c->scaling_factor > 0.0f)) return f;
+    const double pi = 3.14159265358979323846;
+    double wavelen = 2.0 * pi / f, old = (double)c->original_max_pos;
+    double low = c->low_freq_factor, high = c->high_freq_factor;
+    if (wavelen < old / high) return f;
+    if (wavelen > old / low) return f / c->scaling_factor;
+    double smooth = (old / wavelen - low) / (high - low);
+    return (1.0 - smooth) * f / c->scaling_factor + smooth * f;
+}
+
 /* sign = +1 rotates by +angle (forward), -1 by -angle (backward: the inverse of an orthogonal rotation). */
-static void rope_rotate(float *out, const float *x, int64_t B, int64_t H, int64_t T, int64_t D, float theta,
-                        int64_t pos_offset, const int64_t *positions, double sign) {
+static void rope_rotate(float *out, const float *x, int64_t B, int64_t H, int64_t T, int64_t D,
+                        const cg_rope_config *rope, int64_t pos_offset, const int64_t *positions, double sign) {
     int64_t half = D / 2, rows = B * T;
     for (int64_t i0 = 0; i0 < half; i0 += ROPE_CHUNK) {
         int64_t ni = half - i0 < ROPE_CHUNK ? half - i0 : ROPE_CHUNK;
         double inv_freq[ROPE_CHUNK];
-        for (int64_t i = 0; i < ni; i++) inv_freq[i] = pow((double)theta, -2.0 * (double)(i0 + i) / (double)D);
+        for (int64_t i = 0; i < ni; i++) inv_freq[i] = cg_rope_inv_freq(rope, i0 + i, D);
         OMP(omp parallel for schedule(static) if (rows * H * ni > PARALLEL_MIN_WORK))
         for (int64_t bt = 0; bt < rows; bt++) {
             int64_t b = bt / T, t = bt % T;
@@ -53,14 +65,14 @@ static void rope_rotate(float *out, const float *x, int64_t B, int64_t H, int64_
     }
 }
 
-void cg_cpu_rope_forward(float *out, const float *x, int64_t B, int64_t H, int64_t T, int64_t D, float theta,
-                         int64_t pos_offset, const int64_t *positions) {
-    rope_rotate(out, x, B, H, T, D, theta, pos_offset, positions, 1.0);
+void cg_cpu_rope_forward(float *out, const float *x, int64_t B, int64_t H, int64_t T, int64_t D,
+                         const cg_rope_config *rope, int64_t pos_offset, const int64_t *positions) {
+    rope_rotate(out, x, B, H, T, D, rope, pos_offset, positions, 1.0);
 }
 
-void cg_cpu_rope_backward(float *dx, const float *dy, int64_t B, int64_t H, int64_t T, int64_t D, float theta,
-                          int64_t pos_offset, const int64_t *positions) {
-    rope_rotate(dx, dy, B, H, T, D, theta, pos_offset, positions, -1.0);
+void cg_cpu_rope_backward(float *dx, const float *dy, int64_t B, int64_t H, int64_t T, int64_t D,
+                          const cg_rope_config *rope, int64_t pos_offset, const int64_t *positions) {
+    rope_rotate(dx, dy, B, H, T, D, rope, pos_offset, positions, -1.0);
 }
 
 /* ------------------------------------------------------------------ attention helpers */

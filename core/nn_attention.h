@@ -13,16 +13,27 @@
 extern "C" {
 #endif
 
-/* ---- RoPE, rotate-half (NeoX / Llama / Qwen2) pairing (i, i + D/2), D even.
- * inv_freq[i] = theta^(-2i/D); the angle pos * inv_freq[i] and its cos/sin are computed in double and the
+/* ---- RoPE frequencies: inv_freq[i] = theta^(-2i/D), optionally rescaled as Llama 3 does ("rope_type":
+ * "llama3"): with wavelength w = 2 pi / inv_freq, frequencies with w < original_max_pos / high_freq_factor are
+ * kept, those with w > original_max_pos / low_freq_factor are divided by factor, and those in between are
+ * blended: s = (original_max_pos / w - low) / (high - low), inv_freq = (1 - s) inv_freq / factor + s inv_freq. */
+typedef struct cg_rope_config {
+    float theta;
+    float scaling_factor; /* 0 = no scaling */
+    float low_freq_factor, high_freq_factor;
+    int64_t original_max_pos;
+} cg_rope_config;
+double cg_rope_inv_freq(const cg_rope_config *c, int64_t i, int64_t D);
+
+/* ---- RoPE, rotate-half (NeoX / Llama / Qwen2) pairing (i, i + D/2), D even. the angle pos * inv_freq[i] and its cos/sin are computed in double and the
  * cos/sin cast to f32 (more accurate than an f32 angle at large positions). pos = positions[b * T + t] when
  * positions is not NULL, else pos_offset + t.
  * out[i] = x[i] cos - x[i + D/2] sin, out[i + D/2] = x[i + D/2] cos + x[i] sin. out may equal x. */
-void cg_cpu_rope_forward(float *out, const float *x, int64_t B, int64_t H, int64_t T, int64_t D, float theta,
-                         int64_t pos_offset, const int64_t *positions);
+void cg_cpu_rope_forward(float *out, const float *x, int64_t B, int64_t H, int64_t T, int64_t D,
+                         const cg_rope_config *rope, int64_t pos_offset, const int64_t *positions);
 /* dx = the inverse rotation of dy (the rotation is orthogonal). dx may equal dy. */
-void cg_cpu_rope_backward(float *dx, const float *dy, int64_t B, int64_t H, int64_t T, int64_t D, float theta,
-                          int64_t pos_offset, const int64_t *positions);
+void cg_cpu_rope_backward(float *dx, const float *dy, int64_t B, int64_t H, int64_t T, int64_t D,
+                          const cg_rope_config *rope, int64_t pos_offset, const int64_t *positions);
 
 /* ---- causal attention with GQA, computed in tiles (flash-attention style) */
 #define CG_ATTN_TILE_Q 64 /* query rows per work item */

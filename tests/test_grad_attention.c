@@ -521,6 +521,52 @@ static void test_rope_gradcheck_and_inverse(void **state) {
     for (int64_t i = 0; i < cg_numel(x); i++) assert_close(cg_get_flat(x->grad, i), cg_get_flat(x, i), 1e-5, 1e-6);
 }
 
+/* Llama 3 frequency scaling: each inv_freq against the formula of Hugging Face's _compute_llama3_parameters,
+ * written out here in double; then the rotation itself, and its gradient. */
+static cg_tensor *rope_scaled_fn(cg_tensor *const *in, void *user) {
+    return cg_rope_scaled(in[0], (const cg_rope_config *)user, 3, NULL);
+}
+
+static void test_rope_llama3_scaling(void **state) {
+    (void)state;
+    cg_rope_config c = {.theta = 500000.0f, .scaling_factor = 32.0f, .low_freq_factor = 1.0f,
+                        .high_freq_factor = 4.0f, .original_max_pos = 8192};
+    const int64_t D = 64;
+    int kept = 0, divided = 0, blended = 0;
+    for (int64_t i = 0; i < D / 2; i++) {
+        double f = pow(500000.0, -2.0 * (double)i / (double)D), wavelen = 2.0 * M_PI / f, want;
+        if (wavelen < 8192.0 / 4.0) want = f, kept++;
+        else if (wavelen > 8192.0 / 1.0) want = f / 32.0, divided++;
+        else {
+            double smooth = (8192.0 / wavelen - 1.0) / (4.0 - 1.0);
+            want = (1.0 - smooth) * f / 32.0 + smooth * f;
+            blended++;
+        }
+        assert_close(cg_rope_inv_freq(&c, i, D), want, 1e-12, 0);
+    }
+    assert_true(kept > 0 && divided > 0 && blended > 0); /* all three regimes exercised at D = 64 */
+    /* the rotation uses the scaled frequencies: position p rotates pair i by p * inv_freq[i] */
+    int64_t s[4] = {1, 1, 4, D};
+    cg_tensor *x = rand_tensor(4, s, 77, 1.0f);
+    cg_tensor *y = cg_rope_scaled(x, &c, 1000, NULL);
+    assert_non_null(y);
+    for (int64_t t = 0; t < 4; t++)
+        for (int64_t i = 0; i < D / 2; i++) {
+            double a = (double)(1000 + t) * cg_rope_inv_freq(&c, i, D);
+            double x1 = cg_get_flat(x, t * D + i), x2 = cg_get_flat(x, t * D + i + D / 2);
+            assert_close(cg_get_flat(y, t * D + i), x1 * cos(a) - x2 * sin(a), 1e-5, 1e-6);
+            assert_close(cg_get_flat(y, t * D + i + D / 2), x2 * cos(a) + x1 * sin(a), 1e-5, 1e-6);
+        }
+    assert_ok(cg_set_requires_grad(x, true));
+    cg_gradcheck_opts opts = {.eps = 1e-3, .rtol = 1e-3, .atol = 1e-4};
+    cg_gradcheck_result r;
+    assert_ok(cg_gradcheck(rope_scaled_fn, &c, 1, &x, &opts, &r));
+    assert_true(r.passed);
+    c.high_freq_factor = 0.5f; /* below low_freq_factor */
+    assert_null(cg_rope_scaled(x, &c, 0, NULL));
+    assert_error_contains("rope: scaling needs 0 < low_freq_factor");
+}
+
 /* ------------------------------------------------------------------ errors */
 
 static void test_rope_errors(void **state) {
@@ -604,6 +650,7 @@ static void test_attention_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_attention_forward_matches_naive, cg_test_teardown),
+        cmocka_unit_test_teardown(test_rope_llama3_scaling, cg_test_teardown),
         cmocka_unit_test_teardown(test_attention_explicit_scale_and_closed_form, cg_test_teardown),
         cmocka_unit_test_teardown(test_attention_padding_mask, cg_test_teardown),
         cmocka_unit_test_teardown(test_attention_backward_matches_naive, cg_test_teardown),
