@@ -19,4 +19,6 @@
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
 
+#include "models/model.h"
+
 #endif

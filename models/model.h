@@ -45,6 +45,8 @@ typedef struct cg_model_config {
 cg_status cg_model_config_preset(const char *name, cg_model_config *out);
 int cg_model_preset_count(void);
 const char *cg_model_preset_name(int i);
+/* Elements of the parameters a config describes (tied embedding counted once, padded rows included). */
+int64_t cg_model_config_num_elements(const cg_model_config *cfg);
 /* Checks a config's internal consistency (heads divide d_model, kv heads divide heads, sizes positive...). */
 cg_status cg_model_config_validate(const cg_model_config *cfg);
 static inline int64_t cg_model_head_dim(const cg_model_config *c) { return c->d_model / c->n_head; }
