@@ -133,8 +133,12 @@ cg_status cg_sample_logits(const float *logits, int64_t vocab, const cg_sampling
             heap_to_sorted(idx, n_keep, logits);
             filtered = true;
         }
+        /* the mass top-p is a share of: the top-k set's, or the whole vocabulary's (not the candidates') */
         double kept = 0;
-        for (int64_t j = 0; j < n_keep; j++) kept += p[idx[j]];
+        if (s->top_k > 0 && s->top_k < vocab)
+            for (int64_t j = 0; j < n_keep; j++) kept += p[idx[j]];
+        else
+            kept = sum_all;
         double target = (double)s->top_p * kept, cum = 0;
         int64_t j = 0;
         while (j < n_keep - 1) {

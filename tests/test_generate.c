@@ -157,6 +157,27 @@ static void test_sampler_filters_reduce_to_greedy(void **state) {
         assert_int_equal(b, argmax);
         assert_close(la, naive_logprob(l, 300, 1.3, argmax), 1e-6, 1e-6);
     }
+    /* a wide, peaky vocabulary, where most tokens fall outside the nucleus: the documented draw exactly */
+    for (int i = 0; i < 300; i++) l[i] *= 4.0f;
+    double *q = malloc(sizeof(double) * 300);
+    assert_non_null(q);
+    for (int c = 0; c < 3; c++) {
+        int top_k = c == 1 ? 40 : 0;
+        float top_p = c == 2 ? 1.0f : 0.9f;
+        cg_sampling s = {.temperature = 0.9f, .top_k = top_k, .top_p = top_p, .logprob_mode = CG_LOGPROB_SAMPLED};
+        bool ranked = naive_kept(l, 300, (double)0.9f, top_k, (double)top_p, q);
+        int kept = 0;
+        for (int i = 0; i < 300; i++) kept += q[i] > 0;
+        assert_true(c == 2 ? kept == 300 : kept > 3 && kept < 40);
+        for (int k = 0; k < 64; k++) {
+            int32_t tok;
+            float lp, u = ((float)k + 0.5f) / 64.0f;
+            assert_ok(cg_sample_logits(l, 300, &s, u, work, &tok, &lp));
+            assert_int_equal(tok, naive_draw(l, 300, q, ranked, u));
+            assert_close(lp, log(q[tok]), 1e-6, 1e-6);
+        }
+    }
+    free(q);
     free(work);
 }
 
