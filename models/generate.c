@@ -308,6 +308,7 @@ cg_status cg_generate(cg_model *m, const int32_t *const *prompts, const int64_t 
     cg_status st = cg_sampling_validate(s);
     if (st != CG_OK) return cg_error_context("generate: ");
     if ((st = check_prompts(m, prompts, prompt_lens, batch)) != CG_OK) return st;
+    if (!cg_step_arena(m->device) || !cg_step_arena(CG_CPU)) return cg_error_context("generate: ");
 
     const cg_model_config *c = &m->cfg;
     gen_state g = {.m = m, .B = batch, .V = c->vocab_size};
