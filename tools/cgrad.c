@@ -7,6 +7,7 @@
 
 static const cg_command commands[] = {
     {"info", "show the build, the devices and a quick CPU GEMM figure", cg_cmd_info},
+    {"generate", "generate text from a model preset (KV cache, greedy or sampled)", cg_cmd_generate},
     {"inspect", "show the tensors, dtypes, shapes and metadata of a .safetensors file", cg_cmd_inspect},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);

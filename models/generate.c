@@ -1,0 +1,440 @@
+/* Batched generation with the KV cache (models/generate.h has the rules): the sampler of one row of
+ * logits, then the batch loop (left-padded prefill, one decode step per new token). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "models/generate.h"
+
+#include "core/context.h"
+
+/* ------------------------------------------------------------------ the sampler */
+
+cg_status cg_sampling_validate(const cg_sampling *s) {
+    if (!s) return cg_set_error(CG_ERR_INVALID_ARG, "sampling: NULL config");
+    if (!(s->temperature >= 0.0f) || isinf(s->temperature))
+        return cg_set_error(CG_ERR_INVALID_ARG, "sampling: temperature %g must be finite and >= 0 (0 = greedy)",
+                            (double)s->temperature);
+    if (s->top_k < 0) return cg_set_error(CG_ERR_INVALID_ARG, "sampling: top_k %d must be >= 0 (0 = off)", s->top_k);
+    if (!(s->top_p >= 0.0f && s->top_p <= 1.0f))
+        return cg_set_error(CG_ERR_INVALID_ARG, "sampling: top_p %g must be in (0, 1] (1 or 0 = off)", (double)s->top_p);
+    if (s->max_new_tokens < 0)
+        return cg_set_error(CG_ERR_INVALID_ARG, "sampling: max_new_tokens %lld must be >= 0",
+                            (long long)s->max_new_tokens);
+    if (s->n_stop < 0 || (s->n_stop > 0 && !s->stop_tokens))
+        return cg_set_error(CG_ERR_INVALID_ARG, "sampling: %d stop tokens but stop_tokens is %s", s->n_stop,
+                            s->stop_tokens ? "set" : "NULL");
+    if (s->logprob_mode != CG_LOGPROB_SCALED && s->logprob_mode != CG_LOGPROB_RAW &&
+        s->logprob_mode != CG_LOGPROB_SAMPLED)
+        return cg_set_error(CG_ERR_INVALID_ARG, "sampling: unknown logprob_mode %d", (int)s->logprob_mode);
+    return CG_OK;
+}
+
+size_t cg_sample_workspace_bytes(int64_t vocab) {
+    return vocab > 0 ? (size_t)vocab * (sizeof(double) + sizeof(int32_t)) + 64 : 0;
+}
+
+/* ---- ranking: a strict total order, larger logit first, then the smaller index ---- */
+
+static inline int better(const float *logits, int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+}
+
+/* A heap whose root is the worst element (of the order above). */
+static void sift_down(int32_t *idx, int64_t n, int64_t i, const float *logits) {
+    for (;;) {
+        int64_t l = 2 * i + 1, r = l + 1, w = i;
+        if (l < n && better(logits, idx[w], idx[l])) w = l;
+        if (r < n && better(logits, idx[w], idx[r])) w = r;
+        if (w == i) return;
+        int32_t t = idx[i];
+        idx[i] = idx[w];
+        idx[w] = t;
+        i = w;
+    }
+}
+
+static void heapify(int32_t *idx, int64_t n, const float *logits) {
+    for (int64_t i = n / 2 - 1; i >= 0; i--) sift_down(idx, n, i, logits);
+}
+
+/* A heap (from heapify) into best-first order. */
+static void heap_to_sorted(int32_t *idx, int64_t n, const float *logits) {
+    for (int64_t end = n - 1; end > 0; end--) {
+        int32_t t = idx[0];
+        idx[0] = idx[end];
+        idx[end] = t;
+        sift_down(idx, end, 0, logits);
+    }
+}
+
+/* idx[0 .. k) = the k best tokens, best first: a heap of the k best seen so far, O(V log k). */
+static void top_k_sorted(const float *logits, int64_t vocab, int64_t k, int32_t *idx) {
+    for (int64_t i = 0; i < k; i++) idx[i] = (int32_t)i;
+    heapify(idx, k, logits);
+    for (int64_t i = k; i < vocab; i++) {
+        if (better(logits, (int32_t)i, idx[0])) {
+            idx[0] = (int32_t)i;
+            sift_down(idx, k, 0, logits);
+        }
+    }
+    heap_to_sorted(idx, k, logits);
+}
+
+cg_status cg_sample_logits(const float *logits, int64_t vocab, const cg_sampling *s, float u, void *work,
+                           int32_t *token, float *logprob) {
+    if (!logits || !token || !logprob) return cg_set_error(CG_ERR_INVALID_ARG, "sample: NULL logits or output");
+    if (vocab <= 0 || vocab > INT32_MAX)
+        return cg_set_error(CG_ERR_INVALID_ARG, "sample: vocabulary of %lld tokens", (long long)vocab);
+    cg_status st = cg_sampling_validate(s);
+    if (st != CG_OK) return st;
+    int64_t best = 0;
+    for (int64_t i = 0; i < vocab; i++) {
+        if (isnan(logits[i]) || logits[i] == INFINITY)
+            return cg_set_error(CG_ERR_INVALID_ARG, "sample: logit %lld is %g", (long long)i, (double)logits[i]);
+        if (logits[i] > logits[best]) best = i;
+    }
+    double lmax = logits[best];
+    if (isinf(lmax)) return cg_set_error(CG_ERR_INVALID_ARG, "sample: every logit is -inf");
+    if (s->temperature == 0.0f) {
+        *token = (int32_t)best;
+        double sum1 = 0;
+        if (s->logprob_mode != CG_LOGPROB_SAMPLED)
+            for (int64_t i = 0; i < vocab; i++) sum1 += exp((double)logits[i] - lmax);
+        *logprob = s->logprob_mode == CG_LOGPROB_SAMPLED ? 0.0f : (float)(-log(sum1));
+        return CG_OK;
+    }
+
+    void *owned = NULL;
+    if (!work && !(work = owned = malloc(cg_sample_workspace_bytes(vocab))))
+        return cg_set_error(CG_ERR_OOM, "sample: cannot allocate the workspace for %lld tokens", (long long)vocab);
+    double *p = work;
+    int32_t *idx = (int32_t *)(p + vocab);
+    double T = s->temperature, sum_all = 0;
+    for (int64_t i = 0; i < vocab; i++) sum_all += p[i] = exp(((double)logits[i] - lmax) / T);
+
+    /* the kept tokens: all of them in vocabulary order, or idx[0 .. n_keep) best first */
+    bool filtered = false;
+    int64_t n_keep = vocab;
+    if (s->top_k > 0 && s->top_k < vocab) {
+        n_keep = s->top_k;
+        top_k_sorted(logits, vocab, n_keep, idx);
+        filtered = true;
+    }
+    if (s->top_p > 0.0f && s->top_p < 1.0f) {
+        if (!filtered) {
+            /* Only tokens with p >= t can be in the nucleus when the mass below t, < vocab * t, is at most
+             * (1 - top_p) of the total: sort just those (the nucleus is a prefix of them). */
+            double t = (1.0 - (double)s->top_p) * sum_all / (double)vocab;
+            n_keep = 0;
+            for (int64_t i = 0; i < vocab; i++)
+                if (p[i] >= t) idx[n_keep++] = (int32_t)i;
+            heapify(idx, n_keep, logits);
+            heap_to_sorted(idx, n_keep, logits);
+            filtered = true;
+        }
+        /* the mass top-p is a share of: the top-k set's, or the whole vocabulary's (not the candidates') */
+        double kept = 0;
+        if (s->top_k > 0 && s->top_k < vocab)
+            for (int64_t j = 0; j < n_keep; j++) kept += p[idx[j]];
+        else
+            kept = sum_all;
+        double target = (double)s->top_p * kept, cum = 0;
+        int64_t j = 0;
+        while (j < n_keep - 1) {
+            cum += p[idx[j]];
+            if (cum >= target) break;
+            j++;
+        }
+        n_keep = j + 1;
+    }
+
+    double total = 0;
+    for (int64_t j = 0; j < n_keep; j++) total += p[filtered ? idx[j] : j];
+    double target = (double)u * total, cum = 0;
+    int64_t pick = filtered ? idx[n_keep - 1] : n_keep - 1; /* rounding fallback: the last kept token */
+    for (int64_t j = 0; j < n_keep; j++) {
+        int64_t i = filtered ? idx[j] : j;
+        cum += p[i];
+        if (cum > target) {
+            pick = i;
+            break;
+        }
+    }
+    *token = (int32_t)pick;
+    double lp;
+    if (s->logprob_mode == CG_LOGPROB_SAMPLED) {
+        lp = log(p[pick] / total);
+    } else if (s->logprob_mode == CG_LOGPROB_SCALED) {
+        lp = ((double)logits[pick] - lmax) / T - log(sum_all);
+    } else {
+        double sum1 = 0;
+        for (int64_t i = 0; i < vocab; i++) sum1 += exp((double)logits[i] - lmax);
+        lp = (double)logits[pick] - lmax - log(sum1);
+    }
+    *logprob = (float)lp;
+    free(owned);
+    return CG_OK;
+}
+
+/* ------------------------------------------------------------------ generation */
+
+/* What lives across the steps of one cg_generate call. */
+typedef struct gen_state {
+    cg_model *m;
+    int64_t B, V, P, cache_len;
+    cg_kv_cache *kv;
+    cg_tensor *tok_in, *pos_in, *mask; /* [B, P] or [B, 1] inputs; mask [B, cache_len] u8 */
+    cg_tensor *tok_step, *pos_step;    /* [B, 1]: the decode step's fixed input buffers */
+    int32_t *h_tok;                    /* host staging for token / position uploads */
+    int64_t *h_pos;
+    uint8_t *h_mask;                   /* [B, cache_len] host copy of the mask */
+    float *h_logits;                   /* [B, V] */
+    cg_arena *arenas[2];               /* the step arenas rewound around each step (device, host) */
+    int n_arenas;
+} gen_state;
+
+/* Copies host data into a tensor of any device (through a wrapped host view). */
+static cg_status upload(cg_tensor *dst, void *host) {
+    cg_tensor *src = cg_tensor_wrap(cg_step_arena(CG_CPU), dst->dtype, CG_CPU, dst->ndim, dst->shape, host);
+    return src ? cg_copy(dst, src) : cg_last_status();
+}
+
+/* One forward of T new tokens per row through the cache (tokens and positions uploaded from h_tok / h_pos,
+ * the mask from h_mask), and the logits of the last position copied to h_logits. Everything it allocates
+ * is rewound before it returns. The decode step is this with T = 1: the same buffers and shapes every step
+ * but the key length. */
+static cg_status forward_step(gen_state *g, cg_tensor *tokens, cg_tensor *positions) {
+    int64_t T = tokens->shape[1], S = g->kv->len + T;
+    cg_arena_mark marks[2];
+    for (int i = 0; i < g->n_arenas; i++) marks[i] = cg_arena_get_mark(g->arenas[i]);
+    cg_status st = CG_OK;
+    cg_tensor *mask = cg_view_slice(g->mask, 1, 0, S, 1);
+    if (!mask) {
+        st = cg_last_status();
+        goto done;
+    }
+    if ((st = upload(tokens, g->h_tok)) != CG_OK || (st = upload(positions, g->h_pos)) != CG_OK ||
+        (st = upload(g->mask, g->h_mask)) != CG_OK)
+        goto done;
+    cg_model_inputs in = {.tokens = tokens, .positions = positions, .key_mask = mask, .cache = g->kv};
+    cg_tensor *h = cg_model_forward(g->m, &in);
+    cg_tensor *last = h ? cg_view_slice(h, 1, T - 1, T, 1) : NULL;
+    cg_tensor *logits = last ? cg_model_logits(g->m, last) : NULL; /* [B, 1, V] */
+    if (!logits) {
+        st = cg_last_status() != CG_OK ? cg_error_context("generate: ")
+                                       : cg_set_error(CG_ERR_INTERNAL, "generate: the model gave no logits");
+        goto done;
+    }
+    int64_t hs[3] = {g->B, 1, g->V};
+    cg_tensor *host = cg_tensor_wrap(cg_step_arena(CG_CPU), CG_F32, CG_CPU, 3, hs, g->h_logits);
+    st = host ? cg_copy(host, logits) : cg_last_status();
+done:
+    for (int i = 0; i < g->n_arenas; i++) cg_arena_rewind(g->arenas[i], marks[i]);
+    return st;
+}
+
+static void gen_state_free(gen_state *g) {
+    cg_kv_cache_free(g->kv);
+    free(g->h_tok);
+    free(g->h_pos);
+    free(g->h_mask);
+    free(g->h_logits);
+}
+
+static bool is_stop(const cg_sampling *s, int32_t t) {
+    for (int i = 0; i < s->n_stop; i++)
+        if (s->stop_tokens[i] == t) return true;
+    return false;
+}
+
+static cg_status check_prompts(const cg_model *m, const int32_t *const *prompts, const int64_t *lens, int64_t batch) {
+    const cg_model_config *c = &m->cfg;
+    for (int64_t b = 0; b < batch; b++) {
+        if (lens[b] < 1)
+            return cg_set_error(CG_ERR_INVALID_ARG, "generate: prompt %lld is empty (%lld tokens); a prompt needs at "
+                                "least one token", (long long)b, (long long)lens[b]);
+        if (!prompts[b]) return cg_set_error(CG_ERR_INVALID_ARG, "generate: prompt %lld is NULL", (long long)b);
+        if (lens[b] >= c->max_seq_len)
+            return cg_set_error(CG_ERR_INVALID_ARG, "generate: prompt %lld has %lld tokens; %s takes at most %lld "
+                                "(max_seq_len) including a new token", (long long)b, (long long)lens[b], c->name,
+                                (long long)c->max_seq_len);
+        for (int64_t t = 0; t < lens[b]; t++)
+            if (prompts[b][t] < 0 || prompts[b][t] >= c->vocab_size)
+                return cg_set_error(CG_ERR_INVALID_ARG, "generate: prompt %lld, token %lld is %d, outside the "
+                                    "vocabulary [0, %lld)", (long long)b, (long long)t, (int)prompts[b][t],
+                                    (long long)c->vocab_size);
+    }
+    return CG_OK;
+}
+
+/* The result block: the arrays of cg_generation packed after the struct. */
+static cg_generation *generation_alloc(int64_t B, int64_t W) {
+    size_t n = (size_t)(B * W);
+    size_t bytes = sizeof(cg_generation) + n * (sizeof(int32_t) + sizeof(float)) + (size_t)B * (2 * sizeof(int64_t) + 1);
+    cg_generation *g = calloc(1, bytes + 16);
+    if (!g) return NULL;
+    g->batch = B;
+    g->max_total = W;
+    g->prompt_len = (int64_t *)(g + 1);
+    g->gen_len = g->prompt_len + B;
+    g->tokens = (int32_t *)(g->gen_len + B);
+    g->logprobs = (float *)(g->tokens + n);
+    g->stopped = (uint8_t *)(g->logprobs + n);
+    for (size_t i = 0; i < n; i++) g->tokens[i] = -1;
+    return g;
+}
+
+void cg_generation_free(cg_generation *g) { free(g); }
+
+/* Samples row b's next token from h_logits, records it and decides whether the row is done. */
+static cg_status sample_row(const gen_state *g, const cg_sampling *s, int64_t b, cg_rng *rng, void *work,
+                            int32_t *tok, float *lp) {
+    float u = 0.0f;
+    if (s->temperature > 0.0f) {
+        uint32_t w;
+        cg_rng_u32(rng, &w, 1);
+        u = cg_rng_unit_f32(w);
+    }
+    cg_status st = cg_sample_logits(g->h_logits + b * g->V, g->V, s, u, work, tok, lp);
+    return st == CG_OK ? st : cg_error_context("generate: row %lld: ", (long long)b);
+}
+
+cg_status cg_generate(cg_model *m, const int32_t *const *prompts, const int64_t *prompt_lens, int64_t batch,
+                      const cg_sampling *s, cg_generation **out) {
+    if (!m || !prompts || !prompt_lens || !out)
+        return cg_set_error(CG_ERR_INVALID_ARG, "generate: NULL model, prompts, prompt_lens or output");
+    if (batch <= 0) return cg_set_error(CG_ERR_INVALID_ARG, "generate: batch %lld must be > 0", (long long)batch);
+    cg_status st = cg_sampling_validate(s);
+    if (st != CG_OK) return cg_error_context("generate: ");
+    if ((st = check_prompts(m, prompts, prompt_lens, batch)) != CG_OK) return st;
+    if (!cg_step_arena(m->device) || !cg_step_arena(CG_CPU)) return cg_error_context("generate: ");
+
+    const cg_model_config *c = &m->cfg;
+    gen_state g = {.m = m, .B = batch, .V = c->vocab_size};
+    int64_t B = batch, steps = 0;
+    int64_t *budget = calloc((size_t)B, sizeof *budget), *gen_len = calloc((size_t)B, sizeof *gen_len);
+    uint8_t *stopped = calloc((size_t)B, 1);
+    cg_rng *rngs = calloc((size_t)B, sizeof *rngs);
+    for (int64_t b = 0; b < B; b++) {
+        g.P = prompt_lens[b] > g.P ? prompt_lens[b] : g.P;
+        /* a row's total length stays within max_seq_len */
+        int64_t room = c->max_seq_len - prompt_lens[b];
+        if (budget) budget[b] = s->max_new_tokens < room ? s->max_new_tokens : room;
+        if (budget && budget[b] > steps) steps = budget[b];
+    }
+    g.cache_len = g.P + (steps > 1 ? steps - 1 : 0); /* the last sampled token is never fed back */
+    int32_t *new_tok = malloc(sizeof(int32_t) * (size_t)(B * (steps ? steps : 1)));
+    float *new_lp = malloc(sizeof(float) * (size_t)(B * (steps ? steps : 1)));
+    void *work = malloc(cg_sample_workspace_bytes(g.V));
+    g.h_tok = malloc(sizeof(int32_t) * (size_t)(B * g.P));
+    g.h_pos = malloc(sizeof(int64_t) * (size_t)(B * g.P));
+    g.h_mask = calloc((size_t)(B * g.cache_len), 1);
+    g.h_logits = malloc(sizeof(float) * (size_t)(B * g.V));
+    if (!budget || !gen_len || !stopped || !rngs || !new_tok || !new_lp || !work || !g.h_tok || !g.h_pos ||
+        !g.h_mask || !g.h_logits) {
+        st = cg_set_error(CG_ERR_OOM, "generate: out of host memory for %lld rows of %lld tokens", (long long)B,
+                          (long long)g.cache_len);
+        goto cleanup_host;
+    }
+    cg_rng base = cg_rng_init(s->seed);
+    for (int64_t b = 0; b < B; b++) rngs[b] = cg_rng_fork(&base, (uint64_t)b);
+
+    if (steps > 0) {
+        /* every op output goes to the step arenas (rewound below), whatever the caller redirected */
+        cg_arena *prev_out[2] = {cg_set_output_arena(m->device, NULL), cg_set_output_arena(CG_CPU, NULL)};
+        g.arenas[g.n_arenas++] = cg_step_arena(m->device);
+        if (cg_step_arena(CG_CPU) != g.arenas[0]) g.arenas[g.n_arenas++] = cg_step_arena(CG_CPU);
+        cg_arena_mark entry[2];
+        for (int i = 0; i < g.n_arenas; i++) entry[i] = cg_arena_get_mark(g.arenas[i]);
+        cg_no_grad_enter();
+        st = cg_kv_cache_create(m, B, g.cache_len, &g.kv);
+        cg_arena *dev = g.arenas[0];
+        int64_t sp[2] = {B, g.P}, s1[2] = {B, 1}, sm[2] = {B, g.cache_len};
+        if (st == CG_OK) {
+            g.tok_in = cg_tensor_empty(dev, CG_I32, 2, sp);
+            g.pos_in = cg_tensor_empty(dev, CG_I64, 2, sp);
+            g.tok_step = cg_tensor_empty(dev, CG_I32, 2, s1);
+            g.pos_step = cg_tensor_empty(dev, CG_I64, 2, s1);
+            g.mask = cg_tensor_empty(dev, CG_U8, 2, sm);
+            if (!g.tok_in || !g.pos_in || !g.tok_step || !g.pos_step || !g.mask) st = cg_last_status();
+        }
+        /* the prompts, left-padded with token 0 at position 0, the pads hidden by the mask */
+        if (st == CG_OK) {
+            for (int64_t b = 0; b < B; b++) {
+                int64_t pad = g.P - prompt_lens[b];
+                for (int64_t t = 0; t < g.P; t++) {
+                    bool real = t >= pad;
+                    g.h_tok[b * g.P + t] = real ? prompts[b][t - pad] : 0;
+                    g.h_pos[b * g.P + t] = real ? t - pad : 0;
+                    g.h_mask[b * g.cache_len + t] = real;
+                }
+            }
+            st = forward_step(&g, g.tok_in, g.pos_in);
+        }
+        for (int64_t step = 0; st == CG_OK && step < steps; step++) {
+            if (step > 0) {
+                /* feed each row's last token (the pad token for finished rows, hidden from nobody that
+                 * matters: a finished row's outputs are not read) */
+                int64_t col = g.P + step - 1;
+                for (int64_t b = 0; b < B; b++) {
+                    bool live = gen_len[b] == step && !stopped[b] && gen_len[b] < budget[b];
+                    g.h_tok[b] = live ? new_tok[b * steps + step - 1] : 0;
+                    g.h_pos[b] = live ? prompt_lens[b] + step - 1 : 0;
+                    g.h_mask[b * g.cache_len + col] = live;
+                }
+                if ((st = forward_step(&g, g.tok_step, g.pos_step)) != CG_OK) break;
+            }
+            bool any_live = false;
+            for (int64_t b = 0; b < B && st == CG_OK; b++) {
+                if (stopped[b] || gen_len[b] >= budget[b]) continue;
+                int32_t t;
+                float lp;
+                if ((st = sample_row(&g, s, b, &rngs[b], work, &t, &lp)) != CG_OK) break;
+                new_tok[b * steps + gen_len[b]] = t;
+                new_lp[b * steps + gen_len[b]] = lp;
+                gen_len[b]++;
+                if (is_stop(s, t)) stopped[b] = 1;
+                any_live |= !stopped[b] && gen_len[b] < budget[b];
+            }
+            if (!any_live) break;
+        }
+        cg_no_grad_exit();
+        for (int i = 0; i < g.n_arenas; i++) cg_arena_rewind(g.arenas[i], entry[i]);
+        cg_set_output_arena(CG_CPU, prev_out[1]); /* reverse order: right when the device is the CPU */
+        cg_set_output_arena(m->device, prev_out[0]);
+    }
+
+    if (st == CG_OK) {
+        int64_t W = 0;
+        for (int64_t b = 0; b < B; b++) W = prompt_lens[b] + gen_len[b] > W ? prompt_lens[b] + gen_len[b] : W;
+        cg_generation *r = generation_alloc(B, W);
+        if (!r) {
+            st = cg_set_error(CG_ERR_OOM, "generate: out of host memory for the result (%lld x %lld)", (long long)B,
+                              (long long)W);
+            goto cleanup_host;
+        }
+        for (int64_t b = 0; b < B; b++) {
+            int64_t L = prompt_lens[b];
+            r->prompt_len[b] = L;
+            r->gen_len[b] = gen_len[b];
+            r->stopped[b] = stopped[b];
+            memcpy(r->tokens + b * W, prompts[b], sizeof(int32_t) * (size_t)L);
+            for (int64_t t = 0; t < gen_len[b]; t++) {
+                r->tokens[b * W + L + t] = new_tok[b * steps + t];
+                r->logprobs[b * W + L + t] = new_lp[b * steps + t];
+            }
+        }
+        *out = r;
+    }
+cleanup_host:
+    gen_state_free(&g);
+    free(budget);
+    free(gen_len);
+    free(stopped);
+    free(rngs);
+    free(new_tok);
+    free(new_lp);
+    free(work);
+    return st;
+}

@@ -1,0 +1,179 @@
+/* cgrad generate: text from a model preset with random weights (checkpoint directories and LoRA adapters
+ * come with the checkpoint loader), through cg_generate.
+ *
+ * Until the tokenizer module is in (models/tokenizer.h), the text goes through a stand-in: for a vocabulary
+ * of at most 64 tokens (the tiny presets) a character is its index in CHAR_ALPHABET (another character: its
+ * byte mod the vocabulary); for larger vocabularies a byte is its own id. Decoding inverts that. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "models/generate.h"
+#include "tools/commands.h"
+
+/* TODO(tokenizer): replace with cg_tokenizer_char_create / cg_tokenizer_load once models/tokenizer.h lands. */
+static const char CHAR_ALPHABET[] = " abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.";
+
+static int32_t encode_char(unsigned char ch, int64_t vocab) {
+    if (vocab >= 256) return ch;
+    const char *at = ch ? strchr(CHAR_ALPHABET, ch) : NULL;
+    if (at && at - CHAR_ALPHABET < vocab) return (int32_t)(at - CHAR_ALPHABET);
+    return (int32_t)(ch % vocab);
+}
+
+static void print_token(FILE *f, int32_t id, int64_t vocab) {
+    if (vocab >= 256 && id < 256) {
+        if (id >= 32 && id < 127) fputc(id, f);
+        else fprintf(f, "\\x%02x", (unsigned)id);
+    } else if (vocab < 256 && id < (int32_t)(sizeof CHAR_ALPHABET - 1)) {
+        fputc(CHAR_ALPHABET[id], f);
+    } else {
+        fprintf(f, "<%d>", (int)id);
+    }
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: cgrad generate --model PRESET --prompt TEXT [--max-new N] [--temperature T] [--top-k K]\n"
+               "                      [--top-p P] [--seed S] [--init-seed S] [--ids] [--lora DIR]\n"
+               "  --model PRESET    a preset with random weights (cgrad generate --help lists them)\n"
+               "  --max-new N       new tokens at most (default 32)\n"
+               "  --temperature T   0 = greedy (default 1)\n"
+               "  --top-k K         keep the K most likely tokens (default 0 = off)\n"
+               "  --top-p P         nucleus sampling, P in (0, 1] (default 1 = off)\n"
+               "  --seed S          the sampling seed (default 0)\n"
+               "  --init-seed S     the random weights' seed (default 1)\n"
+               "  --ids             also print the prompt's and the new tokens' ids\n"
+               "presets:");
+    for (int i = 0; i < cg_model_preset_count(); i++) fprintf(f, " %s", cg_model_preset_name(i));
+    fprintf(f, "\n");
+}
+
+static int parse_i64(const char *flag, const char *v, int64_t *out) {
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end) {
+        fprintf(stderr, "cgrad generate: %s takes an integer, not '%s'\n", flag, v);
+        return 2;
+    }
+    *out = x;
+    return 0;
+}
+
+static int parse_f32(const char *flag, const char *v, float *out) {
+    char *end;
+    errno = 0;
+    float x = strtof(v, &end);
+    if (errno || end == v || *end) {
+        fprintf(stderr, "cgrad generate: %s takes a number, not '%s'\n", flag, v);
+        return 2;
+    }
+    *out = x;
+    return 0;
+}
+
+int cg_cmd_generate(int argc, char **argv) {
+    const char *model = NULL, *prompt = NULL, *lora = NULL;
+    int64_t max_new = 32, top_k = 0, seed = 0, init_seed = 1;
+    float temperature = 1.0f, top_p = 1.0f;
+    bool print_ids = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (strcmp(a, "--ids") == 0) {
+            print_ids = true;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "cgrad generate: %s %s\n", a, strncmp(a, "--", 2) == 0 ? "needs a value" : "is not a flag");
+            return 2;
+        }
+        const char *v = argv[++i];
+        int rc = 0;
+        if (strcmp(a, "--model") == 0) model = v;
+        else if (strcmp(a, "--prompt") == 0) prompt = v;
+        else if (strcmp(a, "--lora") == 0) lora = v;
+        else if (strcmp(a, "--max-new") == 0) rc = parse_i64(a, v, &max_new);
+        else if (strcmp(a, "--top-k") == 0) rc = parse_i64(a, v, &top_k);
+        else if (strcmp(a, "--seed") == 0) rc = parse_i64(a, v, &seed);
+        else if (strcmp(a, "--init-seed") == 0) rc = parse_i64(a, v, &init_seed);
+        else if (strcmp(a, "--temperature") == 0) rc = parse_f32(a, v, &temperature);
+        else if (strcmp(a, "--top-p") == 0) rc = parse_f32(a, v, &top_p);
+        else {
+            fprintf(stderr, "cgrad generate: unknown flag '%s' (cgrad generate --help)\n", a);
+            return 2;
+        }
+        if (rc) return rc;
+    }
+    if (!model || !prompt) {
+        fprintf(stderr, "cgrad generate: needs --model PRESET and --prompt TEXT (cgrad generate --help)\n");
+        return 2;
+    }
+    if (lora) {
+        /* TODO(lora): cg_lora_load from models/lora.h once it lands. */
+        fprintf(stderr, "cgrad generate: --lora is not supported yet in this build (needs models/lora.h)\n");
+        return 1;
+    }
+    if (top_k < 0 || top_k > 1 << 30) {
+        fprintf(stderr, "cgrad generate: --top-k %lld must be in [0, 2^30]\n", (long long)top_k);
+        return 1;
+    }
+    cg_sampling s = {.temperature = temperature, .top_k = (int)top_k, .top_p = top_p, .max_new_tokens = max_new,
+                     .seed = (uint64_t)seed};
+    if (cg_sampling_validate(&s) != CG_OK) {
+        fprintf(stderr, "cgrad generate: %s\n", cg_last_error());
+        return 1;
+    }
+    /* TODO(checkpoint): a directory goes through cg_model_load (models/checkpoint.h) once it lands. */
+    cg_model_config cfg;
+    cg_model *m = NULL;
+    if (cg_model_config_preset(model, &cfg) != CG_OK || cg_model_create(&cfg, CG_CPU, (uint64_t)init_seed, &m) != CG_OK) {
+        fprintf(stderr, "cgrad generate: %s\n", cg_last_error());
+        return 1;
+    }
+    int64_t n = (int64_t)strlen(prompt), V = cfg.vocab_size;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
+    if (!ids) {
+        fprintf(stderr, "cgrad generate: out of memory\n");
+        cg_model_free(m);
+        return 1;
+    }
+    for (int64_t i = 0; i < n; i++) ids[i] = encode_char((unsigned char)prompt[i], V);
+    const int32_t *rows[1] = {ids};
+    cg_generation *g = NULL;
+    double t0 = now_s();
+    cg_status st = cg_generate(m, rows, &n, 1, &s, &g);
+    double dt = now_s() - t0;
+    if (st != CG_OK) {
+        fprintf(stderr, "cgrad generate: %s\n", cg_last_error());
+        free(ids);
+        cg_model_free(m);
+        return 1;
+    }
+    for (int64_t t = 0; t < g->prompt_len[0] + g->gen_len[0]; t++) print_token(stdout, g->tokens[t], V);
+    printf("\n");
+    if (print_ids) {
+        printf("prompt ids:");
+        for (int64_t t = 0; t < g->prompt_len[0]; t++) printf(" %d", (int)g->tokens[t]);
+        printf("\nnew ids:");
+        for (int64_t t = 0; t < g->gen_len[0]; t++) printf(" %d", (int)g->tokens[g->prompt_len[0] + t]);
+        printf("\n");
+    }
+    printf("tokens/s: %.1f (%lld new tokens in %.3f s, %s, %d CPU threads)\n",
+           dt > 0 ? (double)g->gen_len[0] / dt : 0.0, (long long)g->gen_len[0], dt, cfg.name, cg_get_num_threads());
+    cg_generation_free(g);
+    free(ids);
+    cg_model_free(m);
+    return 0;
+}
