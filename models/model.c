@@ -345,7 +345,7 @@ void cg_kv_cache_free(cg_kv_cache *c) {
 /* A linear layer, through its LoRA adapter when one is attached and adapters are enabled. LoRA dropout
  * applies in training only (grad mode on). */
 static cg_tensor *linear_module(cg_model *m, const cg_linear_module *mod, const cg_tensor *x, bool gelu) {
-    if (mod->lora_a && m->lora_enabled) {
+    if (mod->lora_a && m->lora_enabled && !m->lora_merged) {
         float p = cg_grad_enabled() ? mod->lora_dropout : 0.0f;
         cg_tensor *y = cg_lora_linear(x, mod->weight, mod->bias, mod->lora_a, mod->lora_b, mod->lora_scale, p,
                                       &m->lora_rng);

@@ -89,6 +89,7 @@ typedef struct cg_model {
     cg_named_param *params;  /* every parameter (base and adapter) by name */
     int n_params, cap_params;
     bool lora_enabled;       /* adapters take part in the forward (false: the base model = reference policy) */
+    bool lora_merged;        /* adapters are folded into the base weights (models/lora.h): the forward skips them */
     cg_rng lora_rng;         /* LoRA dropout masks (training only: grad mode on) */
 } cg_model;
 
