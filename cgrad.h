@@ -20,6 +20,7 @@
 #include "autograd/ops.h"
 
 #include "models/generate.h"
+#include "models/lora.h"
 #include "models/model.h"
 
 #endif
