@@ -170,14 +170,21 @@ static cg_status config_from_json(const cJSON *root, const char *file, cg_model_
     double std;
     TRY(cg_json_opt_double(root, "initializer_range", file, 0.02, &std));
     c->init_std = (float)std;
-    if (cg_model_config_validate(c) != CG_OK) return cg_error_context("%s: ", file);
+    if (cg_model_config_validate(c) != CG_OK) {
+        /* an inconsistent file is a format error, whatever the validator calls it */
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", cg_last_error());
+        return cg_set_error(CG_ERR_FORMAT, "%s: %s", file, msg);
+    }
     return CG_OK;
 }
 
 cg_status cg_model_config_from_hf(const char *path, cg_model_config *out) {
     if (!path || !out) return cg_set_error(CG_ERR_INVALID_ARG, "model_config_from_hf: NULL argument");
     char file[4096];
-    if (is_directory(path)) snprintf(file, sizeof file, "%s/config.json", path);
+    size_t n = strlen(path);
+    bool json_file = n >= 5 && strcmp(path + n - 5, ".json") == 0 && !is_directory(path);
+    if (!json_file) snprintf(file, sizeof file, "%s/config.json", path);
     else snprintf(file, sizeof file, "%s", path);
     cJSON *root = NULL;
     cg_status s = cg_json_read_file(file, &root);
