@@ -319,6 +319,15 @@ cg_status cg_model_config_to_hf_json(const cg_model_config *c, cg_dtype dtype, c
 
 /* ------------------------------------------------------------------ load: which format */
 
+cg_status cg_model_create_blank(const cg_model_config *cfg, cg_device device, cg_model **out) {
+    if (!cfg) return cg_set_error(CG_ERR_INVALID_ARG, "model_create_blank: NULL config");
+    cg_model_config zero = *cfg;
+    zero.init_std = 0.0f; /* the model fills N(0, 0) with zeros, drawing no random numbers */
+    cg_status s = cg_model_create(&zero, device, 0, out);
+    if (s == CG_OK) (*out)->cfg.init_std = cfg->init_std;
+    return s;
+}
+
 cg_status cg_model_load(const char *path, cg_device device, cg_model **out) {
     if (!path || !out) return cg_set_error(CG_ERR_INVALID_ARG, "model_load: NULL argument");
     *out = NULL;
@@ -340,7 +349,7 @@ cg_status cg_model_load(const char *path, cg_device device, cg_model **out) {
     cg_status s = cg_model_config_from_hf(dir, &cfg);
     if (s != CG_OK) return s;
     cg_model *m = NULL;
-    s = cg_model_create(&cfg, device, 0, &m);
+    s = cg_model_create_blank(&cfg, device, &m);
     if (s != CG_OK) return s;
     s = cg_model_load_hf_weights(m, dir);
     if (s != CG_OK) {

@@ -58,9 +58,14 @@ cg_status cg_model_config_from_hf(const char *config_json_path_or_dir, cg_model_
  * cfg->qkv_bias is set, else as llama. *json is malloc'd (free it). Needs no cJSON. */
 cg_status cg_model_config_to_hf_json(const cg_model_config *cfg, cg_dtype dtype, char **json);
 
+/* A model for loading into: cg_model_create with every weight zero and norms one (no random draws,
+ * which would dominate the load time of a large model); cfg->init_std is kept in the model's config. */
+cg_status cg_model_create_blank(const cg_model_config *cfg, cg_device device, cg_model **out);
+
 /* Loads a model onto device: PATH is a Hugging Face directory (or its config.json) or an llm.c .bin
- * checkpoint (recognised by its magic). The model is created with cg_model_create (seed 0) and every
- * parameter is overwritten from the files. Free it with cg_model_free. */
+ * checkpoint (recognised by its magic: any path that is neither a directory nor a config.json is read
+ * as one). The model is created with cg_model_create_blank and every parameter is overwritten from the
+ * files. Free it with cg_model_free. */
 cg_status cg_model_load(const char *path, cg_device device, cg_model **out);
 
 /* Loads the weights of a Hugging Face directory into an existing model whose config matches the files. */
@@ -77,6 +82,10 @@ cg_status cg_model_save_hf(const cg_model *m, const char *dir, int64_t max_shard
  * the parameters its header describes. The config is GPT-2 with d_ff = 4 C, tied embeddings, q/k/v bias,
  * LayerNorm eps 1e-5. */
 cg_status cg_model_load_llmc(const char *path, cg_device device, cg_model **out);
+
+/* Reads and checks an llm.c checkpoint's header and file size without reading the parameters: the
+ * config cg_model_load_llmc would build and the version (3 or 5). */
+cg_status cg_llmc_checkpoint_info(const char *path, cg_model_config *cfg, int *version);
 
 /* Writes a GPT-2 model as an llm.c checkpoint: version 3 (fp32) or 5 (bf16), atomically. The model must
  * be llm.c-shaped: GPT-2 family, tied embeddings, d_ff = 4 d_model. */

@@ -128,31 +128,51 @@ static cg_status read_params(FILE *f, const char *path, cg_model *m, cg_dtype fi
     return s;
 }
 
-cg_status cg_model_load_llmc(const char *path, cg_device device, cg_model **out) {
-    if (!path || !out) return cg_set_error(CG_ERR_INVALID_ARG, "model_load_llmc: NULL argument");
-    *out = NULL;
+/* Opens path, reads and checks the header and the file size; f is left just past the header. */
+static cg_status open_checked(const char *path, FILE **fp, cg_model_config *cfg, int *version) {
     FILE *f = fopen(path, "rb");
     if (!f) return cg_set_error(CG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    cg_model_config cfg;
-    int version = 0;
-    cg_status s = read_header(f, path, &cfg, &version);
+    cg_status s = read_header(f, path, cfg, version);
     struct stat sb;
     if (s == CG_OK && fstat(fileno(f), &sb) != 0) s = cg_set_error(CG_ERR_IO, "%s: stat failed: %s", path, strerror(errno));
-    cg_dtype file_dtype = version == 5 ? CG_BF16 : CG_F32;
     if (s == CG_OK) {
         long long want = CG_LLMC_HEADER_INTS * 4 +
-                         llmc_numel(cfg.max_seq_len, cfg.n_layer, cfg.d_model, cfg.padded_vocab_size) *
-                             (long long)cg_dtype_size(file_dtype);
+                         llmc_numel(cfg->max_seq_len, cfg->n_layer, cfg->d_model, cfg->padded_vocab_size) *
+                             (*version == 5 ? 2 : 4);
         if ((long long)sb.st_size != want)
             s = cg_set_error(CG_ERR_FORMAT, "%s: the file is %lld bytes but its header (version %d, %lld layers, "
                              "%lld channels, padded vocabulary %lld, %lld positions) describes %lld bytes%s", path,
-                             (long long)sb.st_size, version, (long long)cfg.n_layer, (long long)cfg.d_model,
-                             (long long)cfg.padded_vocab_size, (long long)cfg.max_seq_len, want,
+                             (long long)sb.st_size, *version, (long long)cfg->n_layer, (long long)cfg->d_model,
+                             (long long)cfg->padded_vocab_size, (long long)cfg->max_seq_len, want,
                              (long long)sb.st_size < want ? " (truncated)" : "");
     }
+    if (s != CG_OK) {
+        fclose(f);
+        return s;
+    }
+    *fp = f;
+    return CG_OK;
+}
+
+cg_status cg_llmc_checkpoint_info(const char *path, cg_model_config *cfg, int *version) {
+    if (!path || !cfg || !version) return cg_set_error(CG_ERR_INVALID_ARG, "llmc_checkpoint_info: NULL argument");
+    FILE *f = NULL;
+    cg_status s = open_checked(path, &f, cfg, version);
+    if (s == CG_OK) fclose(f);
+    return s;
+}
+
+cg_status cg_model_load_llmc(const char *path, cg_device device, cg_model **out) {
+    if (!path || !out) return cg_set_error(CG_ERR_INVALID_ARG, "model_load_llmc: NULL argument");
+    *out = NULL;
+    FILE *f = NULL;
+    cg_model_config cfg;
+    int version = 0;
+    cg_status s = open_checked(path, &f, &cfg, &version);
+    if (s != CG_OK) return s;
     cg_model *m = NULL;
-    if (s == CG_OK) s = cg_model_create(&cfg, device, 0, &m);
-    if (s == CG_OK) s = read_params(f, path, m, file_dtype);
+    s = cg_model_create_blank(&cfg, device, &m);
+    if (s == CG_OK) s = read_params(f, path, m, version == 5 ? CG_BF16 : CG_F32);
     fclose(f);
     if (s != CG_OK) {
         cg_model_free(m);

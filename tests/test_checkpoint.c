@@ -89,6 +89,7 @@ static void assert_same_config(const cg_model_config *a, const cg_model_config *
     assert_true(a->norm_eps == b->norm_eps);
     assert_int_equal(a->qkv_bias, b->qkv_bias);
     assert_int_equal(a->tie_embeddings, b->tie_embeddings);
+    assert_true(a->init_std == b->init_std);
     if (a->arch == CG_ARCH_LLAMA) {
         assert_true(a->rope_theta == b->rope_theta);
         assert_true(a->rope_scaling_factor == b->rope_scaling_factor);
@@ -755,7 +756,9 @@ static void test_llmc_roundtrip(void **state) {
     int32_t want_header[8] = {20240326, 3, 128, 60, 2, 4, 64, 64};
     for (int i = 0; i < 8; i++) assert_int_equal(read_i32(f, 4 * i), want_header[i]);
     assert_int_equal(read_i32(f, 4 * 8), 0);
-    /* llm.c's order: wte, wpe, ln1w (L), ln1b (L), qkvw (L): layer 1's qkvw[5][3] */
+    /* llm.c's order: wte, wpe, ln1w (L), ln1b (L), qkvw (L), ...: layer 1's ln1b[7], qkvw[5][3] */
+    assert_true(read_f32(f, 1024 + 4 * (Vp * C + T * C + L * C + C + 7)) == cg_get_flat(m->blocks[1].norm1_b, 7));
+    assert_true(read_f32(f, 1024 + 4 * (Vp * C + 5 * C + 2)) == cg_get_flat(m->wpe, 5 * C + 2));
     long qkvw1 = 1024 + 4 * (Vp * C + T * C + 2 * L * C + 1 * 3 * C * C);
     assert_true(read_f32(f, qkvw1 + 4 * (5 * C + 3)) == cg_get(m->blocks[1].qkv.weight, (int64_t[]){5, 3}));
     /* fcprojw (L) comes after fcw and fcb; layer 0's fcprojw[2][100] ([C, 4C]) */
