@@ -9,7 +9,9 @@
  *     save (as transformers' save_pretrained does).
  *   - GPT-2's Conv1D weights (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj) are stored [in, out] and
  *     transposed to and from the model's nn.Linear layout [out, in].
- *   - GPT-2's causal-mask buffers "h.N.attn.bias" / "h.N.attn.masked_bias" are skipped.
+ *   - GPT-2's causal-mask buffers "h.N.attn.bias" / "h.N.attn.masked_bias" are skipped, as are the
+ *     "...rotary_emb.inv_freq" buffers of older Llama checkpoints.
+ *   - Llama/Qwen2 names without the "model." prefix (a LlamaModel state dict) get it on load.
  *   - The embedding and an untied head have vocab_size rows in the file and padded_vocab_size rows in the
  *     model; the pad rows are zero after a load and are not written on save.
  *   - A tied model ignores an "lm_head.weight" of shape [vocab_size, C] in the file and writes none.

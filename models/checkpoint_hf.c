@@ -44,6 +44,13 @@ static bool gpt2_mask_buffer(const char *name) {
     return gpt2_layer_name(name, &rest) && (strcmp(rest, "attn.bias") == 0 || strcmp(rest, "attn.masked_bias") == 0);
 }
 
+/* Rotary-embedding frequency buffers that older Llama checkpoints carry ("...rotary_emb.inv_freq"):
+ * recomputed from the config, never loaded. */
+static bool llama_rotary_buffer(const char *name) {
+    size_t n = strlen(name), k = strlen(".rotary_emb.inv_freq");
+    return n >= k && strcmp(name + n - k, ".rotary_emb.inv_freq") == 0;
+}
+
 /* How a model parameter is laid out in a file. */
 typedef struct file_layout {
     bool transposed; /* Conv1D: the file holds the [out, in] parameter as [in, out] */
@@ -246,6 +253,13 @@ static cg_status load_tensor(cg_model *m, const hf_files *h, const file_tensor *
     char a[160], b[160];
     if (gpt2 && strncmp(name, "transformer.", 12) == 0) name += 12;
     if (gpt2 && gpt2_mask_buffer(name)) return CG_OK;
+    if (!gpt2 && llama_rotary_buffer(name)) return CG_OK;
+    /* a Llama state dict saved from the base model (LlamaModel) lacks the "model." prefix */
+    char prefixed[256];
+    if (!gpt2 && strncmp(name, "model.", 6) != 0 && strcmp(name, "lm_head.weight") != 0) {
+        snprintf(prefixed, sizeof prefixed, "model.%s", name);
+        name = prefixed;
+    }
     if (m->cfg.tie_embeddings && strcmp(name, "lm_head.weight") == 0) {
         /* a tied head saved alongside the embedding: the same values, nothing to load */
         int64_t want[2] = {m->cfg.vocab_size, m->cfg.d_model};

@@ -641,10 +641,33 @@ static void test_malformed_weights(void **state) {
     assert_error_contains(dir);
     assert_null(l);
 
-    rewrite_weights(dir, m, NULL, "model.layers.0.self_attn.rotary_emb.inv_freq", NULL, 8);
+    rewrite_weights(dir, m, NULL, "model.layers.0.mlp.extra_proj.weight", NULL, 8);
     assert_int_equal(cg_model_load(dir, CG_CPU, &l), CG_ERR_FORMAT);
-    assert_error_contains("unexpected tensor 'model.layers.0.self_attn.rotary_emb.inv_freq'");
+    assert_error_contains("unexpected tensor 'model.layers.0.mlp.extra_proj.weight'");
     assert_error_contains("model.safetensors");
+    /* older Llama checkpoints carry rotary frequency buffers: skipped */
+    rewrite_weights(dir, m, NULL, "model.layers.0.self_attn.rotary_emb.inv_freq", NULL, 8);
+    assert_ok(cg_model_load(dir, CG_CPU, &l));
+    assert_same_params(l, m, false);
+    cg_model_free(l);
+    l = NULL;
+    /* a base-model (LlamaModel) state dict: names without "model." */
+    {
+        const char *names[256];
+        const cg_tensor *tensors[256];
+        for (int i = 0; i < m->n_params; i++) {
+            const char *nm = m->params[i].name;
+            names[i] = strncmp(nm, "model.", 6) == 0 ? nm + 6 : nm;
+            tensors[i] = m->params[i].tensor;
+        }
+        char p[4096];
+        snprintf(p, sizeof p, "%s/model.safetensors", dir);
+        assert_ok(cg_safetensors_write(p, m->n_params, names, tensors, 0, NULL, NULL));
+        assert_ok(cg_model_load(dir, CG_CPU, &l));
+        assert_same_params(l, m, false);
+        cg_model_free(l);
+        l = NULL;
+    }
 
     rewrite_weights(dir, m, NULL, NULL, "model.layers.1.post_attention_layernorm.weight", 63);
     assert_int_equal(cg_model_load(dir, CG_CPU, &l), CG_ERR_FORMAT);
