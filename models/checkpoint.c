@@ -343,6 +343,9 @@ cg_status cg_model_load(const char *path, cg_device device, cg_model **out) {
         if (stat(path, &sb) != 0)
             return cg_set_error(CG_ERR_IO, "model_load: %s: no such file or directory (expected a Hugging Face model "
                                 "directory or an llm.c .bin checkpoint)", path);
+        if (strlen(path) > 12 && strcmp(path + strlen(path) - 12, ".safetensors") == 0)
+            return cg_set_error(CG_ERR_INVALID_ARG, "model_load: %s is a weight file; pass the directory that holds "
+                                "it and its config.json", path);
         return cg_model_load_llmc(path, device, out);
     }
     cg_model_config cfg;

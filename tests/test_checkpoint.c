@@ -223,6 +223,9 @@ static void test_gpt2_tied_roundtrip(void **state) {
     assert_ok(cg_model_load(cpath, CG_CPU, &l));
     assert_same_params(l, m, false);
     cg_model_free(l);
+    snprintf(cpath, sizeof cpath, "%s/model.safetensors", dir);
+    assert_int_equal(cg_model_load(cpath, CG_CPU, &l), CG_ERR_INVALID_ARG);
+    assert_error_contains("pass the directory");
     cg_model_free(m);
     remove_dir(dir);
 }
