@@ -158,7 +158,9 @@ static cg_tensor *new_param(cg_model *m, cg_rng *rng, const char *name, int nd, 
                             float std) {
     cg_tensor *t = cg_tensor_empty(m->arena, CG_F32, nd, shape);
     if (!t) return NULL;
-    cg_status s = init == 'n' ? cg_rng_normal(rng, t, 0.0f, std) : cg_fill(t, init == '1' ? 1.0 : 0.0);
+    /* N(0, 0) is all zeros: filled directly, so that loaders (which create with init_std 0 and overwrite
+     * every parameter) skip drawing random numbers for the whole model */
+    cg_status s = init == 'n' && std > 0.0f ? cg_rng_normal(rng, t, 0.0f, std) : cg_fill(t, init == '1' ? 1.0 : 0.0);
     if (s == CG_OK) s = cg_set_requires_grad(t, true);
     if (s == CG_OK) s = cg_alloc_grad(t, m->arena);
     if (s == CG_OK) s = cg_model_add_param(m, name, t, false);

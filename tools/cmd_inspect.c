@@ -1,11 +1,16 @@
-/* cgrad inspect FILE...: what a file holds. For now .safetensors files (one line per tensor, totals,
- * metadata); further formats are one more row in `formats` below with a detector and a printer. */
+/* cgrad inspect FILE...: what a file holds: .safetensors files (one line per tensor, totals, metadata),
+ * Hugging Face model directories (the config and every weight file), llm.c model checkpoints and token
+ * shards. Each format is one row in `formats` below with a detector and a printer. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "core/json.h"
 #include "core/safetensors.h"
 #include "core/tokens.h"
+#include "models/checkpoint.h"
 #include "tools/commands.h"
 
 typedef struct inspect_format {
@@ -59,7 +64,9 @@ static bool is_safetensors(const char *path) {
     return n >= 2 && n <= CG_SAFETENSORS_MAX_HEADER && b[8] == '{';
 }
 
-static cg_status print_safetensors(const char *path) {
+/* Prints the file's tensors and adds its parameter and byte counts to *total_params, *total_bytes. */
+static cg_status print_safetensors_counted(const char *path, unsigned long long *total_params,
+                                          unsigned long long *total_bytes) {
     cg_safetensors *st = NULL;
     cg_status s = cg_safetensors_open(path, &st);
     if (s != CG_OK) return s;
@@ -101,6 +108,155 @@ static cg_status print_safetensors(const char *path) {
         }
     }
     cg_safetensors_close(st);
+    *total_params += params;
+    *total_bytes += bytes;
+    return CG_OK;
+}
+
+static cg_status print_safetensors(const char *path) {
+    unsigned long long params = 0, bytes = 0;
+    return print_safetensors_counted(path, &params, &bytes);
+}
+
+/* ------------------------------------------------------------------ model configs */
+
+static void print_config(const cg_model_config *c) {
+    char n1[40], n2[40];
+    if (c->arch == CG_ARCH_GPT2)
+        printf("  config: GPT-2, %lld layers, d_model %lld, %lld heads, d_ff %lld, %lld positions, LayerNorm eps %g\n",
+               (long long)c->n_layer, (long long)c->d_model, (long long)c->n_head, (long long)c->d_ff,
+               (long long)c->max_seq_len, (double)c->norm_eps);
+    else
+        printf("  config: Llama/Qwen2, %lld layers, d_model %lld, %lld heads (%lld key/value), d_ff %lld, "
+               "%lld positions, RMSNorm eps %g, rope_theta %g%s\n",
+               (long long)c->n_layer, (long long)c->d_model, (long long)c->n_head, (long long)c->n_kv_head,
+               (long long)c->d_ff, (long long)c->max_seq_len, (double)c->norm_eps, (double)c->rope_theta,
+               c->rope_scaling_factor > 0 ? ", Llama 3 rope scaling" : "");
+    printf("  vocabulary %s", with_commas((unsigned long long)c->vocab_size, n1, sizeof n1));
+    if (c->padded_vocab_size != c->vocab_size)
+        printf(" (padded to %s)", with_commas((unsigned long long)c->padded_vocab_size, n2, sizeof n2));
+    printf(", %s head%s\n", c->tie_embeddings ? "tied" : "untied",
+           c->arch == CG_ARCH_LLAMA && c->qkv_bias ? ", q/k/v bias" : "");
+    printf("  model parameters: %s\n",
+           with_commas((unsigned long long)cg_model_config_num_elements(c), n1, sizeof n1));
+}
+
+/* ------------------------------------------------------------------ Hugging Face model directories */
+
+static bool is_model_dir(const char *path) {
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISDIR(sb.st_mode)) return false;
+    char p[4096];
+    snprintf(p, sizeof p, "%s/config.json", path);
+    return access(p, F_OK) == 0;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The weight files of a model directory: the shards the index names (sorted), or model.safetensors. */
+static cg_status weight_files(const char *dir, char ***files, int *n) {
+    *files = NULL;
+    *n = 0;
+    char p[4096];
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
+    if (access(p, F_OK) != 0) {
+        snprintf(p, sizeof p, "%s/model.safetensors", dir);
+        if (access(p, F_OK) != 0)
+            return cg_set_error(CG_ERR_IO, "%s: no model.safetensors or model.safetensors.index.json", dir);
+        *files = malloc(sizeof **files);
+        if (!*files || !((*files)[0] = strdup(p))) return cg_set_error(CG_ERR_OOM, "out of memory");
+        *n = 1;
+        return CG_OK;
+    }
+#ifdef CG_HAVE_CJSON
+    cJSON *root = NULL;
+    cg_status s = cg_json_read_file(p, &root);
+    if (s != CG_OK) return s;
+    const cJSON *wm = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
+    if (!cJSON_IsObject(wm)) {
+        cJSON_Delete(root);
+        return cg_set_error(CG_ERR_FORMAT, "%s: no \"weight_map\" object", p);
+    }
+    char **list = calloc((size_t)cJSON_GetArraySize(wm) + 1, sizeof *list);
+    int count = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, wm) {
+        if (!list || !cJSON_IsString(it) || strchr(it->valuestring, '/')) continue;
+        int k = 0;
+        while (k < count && strcmp(strrchr(list[k], '/') + 1, it->valuestring) != 0) k++;
+        if (k < count) continue;
+        char f[4096];
+        snprintf(f, sizeof f, "%s/%s", dir, it->valuestring);
+        if ((list[count] = strdup(f))) count++;
+    }
+    cJSON_Delete(root);
+    if (!list) return cg_set_error(CG_ERR_OOM, "out of memory");
+    qsort(list, (size_t)count, sizeof *list, cmp_str);
+    *files = list;
+    *n = count;
+    return CG_OK;
+#else
+    return cg_set_error(CG_ERR_UNSUPPORTED, "%s: reading the index needs cJSON, which this build left out", p);
+#endif
+}
+
+static cg_status print_model_dir(const char *path) {
+    cg_model_config cfg;
+    cg_status s = cg_model_config_from_hf(path, &cfg);
+    if (s != CG_OK) return s;
+    printf("%s: Hugging Face model directory\n", path);
+    print_config(&cfg);
+    char **files = NULL;
+    int n = 0;
+    s = weight_files(path, &files, &n);
+    unsigned long long params = 0, bytes = 0;
+    for (int i = 0; i < n && s == CG_OK; i++) {
+        printf("\n");
+        s = print_safetensors_counted(files[i], &params, &bytes);
+    }
+    for (int i = 0; i < n; i++) free(files[i]);
+    free(files);
+    if (s != CG_OK) return s;
+    char p[40], b[40], h[40];
+    printf("\nweights: %s parameters in %d file%s, %s bytes (%s)\n", with_commas(params, p, sizeof p), n,
+           n == 1 ? "" : "s", with_commas(bytes, b, sizeof b), human_bytes(bytes, h, sizeof h));
+    return CG_OK;
+}
+
+/* ------------------------------------------------------------------ llm.c model checkpoints */
+
+static bool is_llmc_checkpoint(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    unsigned char b[4];
+    bool ok = fread(b, 1, 4, f) == 4;
+    fclose(f);
+    return ok && (int32_t)((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24) ==
+                     CG_LLMC_MAGIC;
+}
+
+static cg_status print_llmc_checkpoint(const char *path) {
+    cg_model_config c;
+    int version = 0;
+    cg_status s = cg_llmc_checkpoint_info(path, &c, &version);
+    if (s != CG_OK) return s;
+    printf("%s: llm.c GPT-2 model checkpoint, version %d (%s)\n", path, version, version == 5 ? "bf16" : "fp32");
+    print_config(&c);
+    long long C = c.d_model, L = c.n_layer;
+    struct { const char *name; long long d0, d1, d2; } t[] = {
+        {"wte", c.padded_vocab_size, C, 0}, {"wpe", c.max_seq_len, C, 0}, {"ln1w", L, C, 0}, {"ln1b", L, C, 0},
+        {"qkvw", L, 3 * C, C}, {"qkvb", L, 3 * C, 0}, {"attprojw", L, C, C}, {"attprojb", L, C, 0},
+        {"ln2w", L, C, 0}, {"ln2b", L, C, 0}, {"fcw", L, 4 * C, C}, {"fcb", L, 4 * C, 0},
+        {"fcprojw", L, C, 4 * C}, {"fcprojb", L, C, 0}, {"lnfw", C, 0, 0}, {"lnfb", C, 0, 0}};
+    printf("  %-9s  %-20s  %s\n", "tensor", "shape", "elements");
+    char shape[64], num[40];
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        long long numel = t[i].d0 * (t[i].d1 ? t[i].d1 : 1) * (t[i].d2 ? t[i].d2 : 1);
+        if (t[i].d2) snprintf(shape, sizeof shape, "[%lld, %lld, %lld]", t[i].d0, t[i].d1, t[i].d2);
+        else if (t[i].d1) snprintf(shape, sizeof shape, "[%lld, %lld]", t[i].d0, t[i].d1);
+        else snprintf(shape, sizeof shape, "[%lld]", t[i].d0);
+        printf("  %-9s  %-20s  %s\n", t[i].name, shape, with_commas((unsigned long long)numel, num, sizeof num));
+    }
     return CG_OK;
 }
 
@@ -142,17 +298,22 @@ static cg_status print_token_shard(const char *path) {
 /* ------------------------------------------------------------------ the command */
 
 static const inspect_format formats[] = {
+    {"model directory", is_model_dir, print_model_dir},
     {"safetensors", is_safetensors, print_safetensors},
+    {"llm.c checkpoint", is_llmc_checkpoint, print_llmc_checkpoint}, /* before token shards: both are .bin */
     {"token shard", is_token_shard, print_token_shard},
 };
 static const int n_formats = (int)(sizeof formats / sizeof formats[0]);
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: cgrad inspect FILE...\n"
+    fprintf(f, "usage: cgrad inspect FILE_OR_DIR...\n"
                "  shows what a file holds:\n"
+               "    DIR            a Hugging Face model directory (config.json + model.safetensors or shards):\n"
+               "                   the config, the model's parameter count and every weight file's tensors\n"
                "    .safetensors   one line per tensor (name, dtype, shape, bytes), the tensor count, total\n"
                "                   parameters and bytes, and the __metadata__ entries\n"
-               "    .bin           an llm.c token shard: token count, width and the first tokens\n"
+               "    .bin           an llm.c model checkpoint (config, tensors, parameter count), or an llm.c\n"
+               "                   token shard: token count, width and the first tokens\n"
                "  the file is validated as it is read; a malformed file is reported with the problem\n");
 }
 
@@ -184,7 +345,7 @@ int cg_cmd_inspect(int argc, char **argv) {
         for (int k = 0; k < n_formats && !fmt; k++)
             if (formats[k].matches(path)) fmt = &formats[k];
         if (!fmt) {
-            fprintf(stderr, "cgrad inspect: %s: unrecognised file (expected a .safetensors file or an llm.c .bin token shard)\n", path);
+            fprintf(stderr, "cgrad inspect: %s: unrecognised file (expected a model directory, a .safetensors file or an llm.c .bin file)\n", path);
             rc = 1;
             continue;
         }
