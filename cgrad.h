@@ -19,6 +19,7 @@
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
 
+#include "models/checkpoint.h"
 #include "models/generate.h"
 #include "models/lora.h"
 #include "models/model.h"

@@ -147,13 +147,24 @@ int cg_model_trainable(const cg_model *m, cg_tensor **out, int cap) {
     return n;
 }
 
+cg_status cg_model_alloc_grads(cg_model *m) {
+    for (int i = 0; i < m->n_params; i++) {
+        cg_tensor *t = m->params[i].tensor;
+        if (t->requires_grad && !t->grad) {
+            cg_status s = cg_alloc_grad(t, m->arena);
+            if (s != CG_OK) return cg_error_context("model: gradient of %s: ", m->params[i].name);
+        }
+    }
+    return CG_OK;
+}
+
 void cg_model_set_base_trainable(cg_model *m, bool trainable) {
     for (int i = 0; i < m->n_params; i++)
         if (!m->params[i].adapter) m->params[i].tensor->requires_grad = trainable;
 }
 
-/* A parameter: allocated in the model's arena, filled by init ('n' normal(0, std), '1' ones, '0' zeros),
- * registered under its name, with a gradient buffer beside it. */
+/* A parameter: allocated in the model's arena, filled by init ('n' normal(0, std), '1' ones, '0' zeros) and
+ * registered under its name. Its gradient buffer comes later, only if it trains (cg_model_alloc_grads). */
 static cg_tensor *new_param(cg_model *m, cg_rng *rng, const char *name, int nd, const int64_t *shape, char init,
                             float std) {
     cg_tensor *t = cg_tensor_empty(m->arena, CG_F32, nd, shape);
@@ -162,7 +173,6 @@ static cg_tensor *new_param(cg_model *m, cg_rng *rng, const char *name, int nd, 
      * every parameter) skip drawing random numbers for the whole model */
     cg_status s = init == 'n' && std > 0.0f ? cg_rng_normal(rng, t, 0.0f, std) : cg_fill(t, init == '1' ? 1.0 : 0.0);
     if (s == CG_OK) s = cg_set_requires_grad(t, true);
-    if (s == CG_OK) s = cg_alloc_grad(t, m->arena);
     if (s == CG_OK) s = cg_model_add_param(m, name, t, false);
     return s == CG_OK ? t : NULL;
 }
@@ -191,9 +201,10 @@ int64_t cg_model_config_num_elements(const cg_model_config *c) {
            (c->arch == CG_ARCH_GPT2 ? 2 * C + c->max_seq_len * C : C);
 }
 
-/* Bytes the parameters and their gradients take, plus slack for alignment: the size of the model's arena. */
+/* Bytes the parameters take, plus slack for alignment: the first chunk of the model's arena. Gradients, when
+ * a training loop asks for them, go into a second chunk of the same size. */
 static size_t param_bytes(const cg_model_config *c) {
-    return (size_t)cg_model_config_num_elements(c) * 4 * 2 + (size_t)(c->n_layer * 40 + 16) * 128;
+    return (size_t)cg_model_config_num_elements(c) * 4 + (size_t)(c->n_layer * 40 + 16) * 128;
 }
 
 cg_status cg_model_create(const cg_model_config *cfg, cg_device device, uint64_t seed, cg_model **out) {

@@ -94,9 +94,14 @@ typedef struct cg_model {
 } cg_model;
 
 /* A new model with random init (seeded Philox) on device. Base parameters require gradients (full
- * fine-tuning); cg_model_freeze_base turns that off (LoRA). */
+ * fine-tuning); cg_model_set_base_trainable(m, false) turns that off (LoRA). No gradient memory is taken
+ * until cg_model_alloc_grads (or, lazily, the first backward, in the context's persistent arena): a model
+ * used for inference holds its weights only. */
 cg_status cg_model_create(const cg_model_config *cfg, cg_device device, uint64_t seed, cg_model **out);
 void cg_model_free(cg_model *m);
+/* Gives every parameter that requires a gradient its buffer in the model's arena (call once before training,
+ * so gradients are freed with the model). */
+cg_status cg_model_alloc_grads(cg_model *m);
 /* Stops (or restarts) gradients for every non-adapter parameter. */
 void cg_model_set_base_trainable(cg_model *m, bool trainable);
 
