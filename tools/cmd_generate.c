@@ -1,5 +1,5 @@
-/* cgrad generate: text from a model preset with random weights (checkpoint directories and LoRA adapters
- * come with the checkpoint loader), through cg_generate.
+/* cgrad generate: text from a model preset with random weights or a checkpoint (a Hugging Face directory
+ * or an llm.c .bin), optionally with a PEFT LoRA adapter, through cg_generate.
  *
  * Until the tokenizer module is in (models/tokenizer.h), the text goes through a stand-in: for a vocabulary
  * of at most 64 tokens (the tiny presets) a character is its index in CHAR_ALPHABET (another character: its
@@ -10,7 +10,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "models/checkpoint.h"
 #include "models/generate.h"
+#include "models/lora.h"
 #include "tools/commands.h"
 
 /* TODO(tokenizer): replace with cg_tokenizer_char_create / cg_tokenizer_load once models/tokenizer.h lands. */
@@ -41,9 +43,11 @@ static double now_s(void) {
 }
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: cgrad generate --model PRESET --prompt TEXT [--max-new N] [--temperature T] [--top-k K]\n"
-               "                      [--top-p P] [--seed S] [--init-seed S] [--ids] [--lora DIR]\n"
-               "  --model PRESET    a preset with random weights (cgrad generate --help lists them)\n"
+    fprintf(f, "usage: cgrad generate --model PRESET_OR_DIR --prompt TEXT [--max-new N] [--temperature T]\n"
+               "                      [--top-k K] [--top-p P] [--seed S] [--init-seed S] [--ids] [--lora DIR]\n"
+               "  --model PRESET    a preset with random weights (listed below), or a Hugging Face model\n"
+               "                    directory, or an llm.c model_*.bin checkpoint\n"
+               "  --lora DIR        a PEFT adapter (adapter_config.json + adapter_model.safetensors)\n"
                "  --max-new N       new tokens at most (default 32)\n"
                "  --temperature T   0 = greedy (default 1)\n"
                "  --top-k K         keep the K most likely tokens (default 0 = off)\n"
@@ -117,13 +121,8 @@ int cg_cmd_generate(int argc, char **argv) {
         if (rc) return rc;
     }
     if (!model || !prompt) {
-        fprintf(stderr, "cgrad generate: needs --model PRESET and --prompt TEXT (cgrad generate --help)\n");
+        fprintf(stderr, "cgrad generate: needs --model PRESET_OR_DIR and --prompt TEXT (cgrad generate --help)\n");
         return 2;
-    }
-    if (lora) {
-        /* TODO(lora): cg_lora_load from models/lora.h once it lands. */
-        fprintf(stderr, "cgrad generate: --lora is not supported yet in this build (needs models/lora.h)\n");
-        return 1;
     }
     if (top_k < 0 || top_k > 1 << 30) {
         fprintf(stderr, "cgrad generate: --top-k %lld must be in [0, 2^30]\n", (long long)top_k);
@@ -135,13 +134,18 @@ int cg_cmd_generate(int argc, char **argv) {
         fprintf(stderr, "cgrad generate: %s\n", cg_last_error());
         return 1;
     }
-    /* TODO(checkpoint): a directory goes through cg_model_load (models/checkpoint.h) once it lands. */
+    /* a preset name gives random weights (seeded by --init-seed); anything else is a checkpoint path */
     cg_model_config cfg;
     cg_model *m = NULL;
-    if (cg_model_config_preset(model, &cfg) != CG_OK || cg_model_create(&cfg, CG_CPU, (uint64_t)init_seed, &m) != CG_OK) {
+    bool is_preset = cg_model_config_preset(model, &cfg) == CG_OK;
+    cg_status ms = is_preset ? cg_model_create(&cfg, CG_CPU, (uint64_t)init_seed, &m) : cg_model_load(model, CG_CPU, &m);
+    if (ms == CG_OK && lora) ms = cg_lora_load(m, lora);
+    if (ms != CG_OK) {
         fprintf(stderr, "cgrad generate: %s\n", cg_last_error());
+        cg_model_free(m);
         return 1;
     }
+    cfg = m->cfg;
     int64_t n = (int64_t)strlen(prompt), V = cfg.vocab_size;
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
     if (!ids) {
