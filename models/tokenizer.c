@@ -278,11 +278,12 @@ cg_status cg_tokenizer_char_create(const char *alphabet, cg_tokenizer **out) {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)alphabet[i];
         if (tok->char_id[c] >= 0) {
+            int first = tok->char_id[c] - CG_CHAR_TOKEN_FIRST;
             cg_tokenizer_free(tok);
             return cg_set_error(CG_ERR_INVALID_ARG,
                                 "cg_tokenizer_char_create: byte 0x%02x ('%c') appears twice in the alphabet "
                                 "(offsets %d and %zu)",
-                                c, (c >= 0x20 && c < 0x7f) ? c : '?', tok->char_id[c] - CG_CHAR_TOKEN_FIRST, i);
+                                c, (c >= 0x20 && c < 0x7f) ? c : '?', first, i);
         }
         int32_t id = CG_CHAR_TOKEN_FIRST + (int32_t)i;
         tok->char_id[c] = id;

@@ -314,25 +314,6 @@ cg_status cg_bpe_encode_segment(const cg_tokenizer *tok, cg_bpe_scratch *s, cons
 struct cg_bpe_scratch {
     int unused;
 };
-/* The four per-symbol arrays share one capacity. */
-static bool reserve_symbols(cg_bpe_scratch *s, size_t n) {
-    if (n <= s->sym_cap) return true;
-    size_t c = s->sym_cap ? s->sym_cap : 64;
-    while (c < n) c *= 2;
-    int32_t *a = realloc(s->sym, c * sizeof *a);
-    if (!a) return false;
-    s->sym = a;
-    if (!(a = realloc(s->prev, c * sizeof *a))) return false;
-    s->prev = a;
-    if (!(a = realloc(s->next, c * sizeof *a))) return false;
-    s->next = a;
-    unsigned char *b = realloc(s->alive, c);
-    if (!b) return false;
-    s->alive = b;
-    s->sym_cap = c;
-    return true;
-}
-
 cg_bpe_scratch *cg_bpe_scratch_new(const cg_tokenizer *tok) {
     (void)tok;
     return calloc(1, sizeof(cg_bpe_scratch));

@@ -15,9 +15,6 @@
 #include <pcre2.h>
 #endif
 
-/* GPT-2's split regex, used by a ByteLevel pre-tokenizer with use_regex true. */
-static const char gpt2_pattern[] =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
 void cg_tok_free_steps(cg_pretok_step *steps, int n) {
     if (!steps) return;
@@ -30,6 +27,10 @@ void cg_tok_free_steps(cg_pretok_step *steps, int n) {
 }
 
 #if defined(CG_HAVE_PCRE2) && defined(CG_HAVE_CJSON)
+
+/* GPT-2's split regex, used by a ByteLevel pre-tokenizer with use_regex true. */
+static const char gpt2_pattern[] =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
 /* ---------------------------------------------------------------- small JSON helpers */
 

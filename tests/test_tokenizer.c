@@ -294,7 +294,7 @@ static void test_char_tokenizer(void **state) {
     cg_tokenizer_free(tok);
 
     assert_int_equal(cg_tokenizer_char_create("abca", &tok), CG_ERR_INVALID_ARG);
-    assert_error_contains("0x61 ('a') appears twice");
+    assert_error_contains("0x61 ('a') appears twice in the alphabet (offsets 0 and 3)");
     assert_null(tok);
     assert_int_equal(cg_tokenizer_char_create("", &tok), CG_ERR_INVALID_ARG);
     assert_error_contains("empty");
