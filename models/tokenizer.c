@@ -156,10 +156,14 @@ int cg_utf8_decode(const unsigned char *s, size_t len, uint32_t *cp) {
     }
     int n;
     uint32_t v, min;
-    if ((c & 0xE0) == 0xC0) n = 2, v = c & 0x1F, min = 0x80;
-    else if ((c & 0xF0) == 0xE0) n = 3, v = c & 0x0F, min = 0x800;
-    else if ((c & 0xF8) == 0xF0) n = 4, v = c & 0x07, min = 0x10000;
-    else return 0;
+    if ((c & 0xE0) == 0xC0)
+        n = 2, v = c & 0x1F, min = 0x80;
+    else if ((c & 0xF0) == 0xE0)
+        n = 3, v = c & 0x0F, min = 0x800;
+    else if ((c & 0xF8) == 0xF0)
+        n = 4, v = c & 0x07, min = 0x10000;
+    else
+        return 0;
     if (len < (size_t)n) return 0;
     for (int i = 1; i < n; i++) {
         if ((s[i] & 0xC0) != 0x80) return 0;
@@ -371,7 +375,8 @@ static cg_status encode_bpe(const cg_tokenizer *tok, const unsigned char *s, siz
             continue;
         }
         if (i > seg) st = cg_bpe_encode_segment(tok, scratch, s + seg, i - seg, out);
-        if (st == CG_OK && !cg_id_buf_push(out, a->id)) st = cg_set_error(CG_ERR_OOM, "cg_tokenizer_encode: out of memory");
+        if (st == CG_OK && !cg_id_buf_push(out, a->id))
+            st = cg_set_error(CG_ERR_OOM, "cg_tokenizer_encode: out of memory");
         i += a->len;
         seg = i;
     }
@@ -408,10 +413,10 @@ cg_status cg_tokenizer_decode(const cg_tokenizer *tok, const int32_t *ids, int64
     for (int64_t i = 0; i < n; i++) {
         int32_t id = ids[i];
         if (id < 0 || id >= tok->vocab_size || !tok->token_bytes[id])
-            return cg_set_error(CG_ERR_INVALID_ARG,
-                                "cg_tokenizer_decode: id %d at position %lld is %s (vocabulary of %lld ids)", id,
-                                (long long)i, (id < 0 || id >= tok->vocab_size) ? "out of range" : "not assigned to any token",
-                                (long long)tok->vocab_size);
+            return cg_set_error(
+                CG_ERR_INVALID_ARG, "cg_tokenizer_decode: id %d at position %lld is %s (vocabulary of %lld ids)", id,
+                (long long)i, (id < 0 || id >= tok->vocab_size) ? "out of range" : "not assigned to any token",
+                (long long)tok->vocab_size);
         total += tok->token_nbytes[id];
     }
     char *buf = malloc(total + 1);

@@ -26,8 +26,10 @@
  * then each other segment is NFC-normalised if configured, split by the pre-tokenizer regexes (PCRE2 with
  * UTF and Unicode properties, JIT when available), mapped byte by byte to GPT-2's byte-to-unicode symbols
  * and merged by BPE rank. Text must be valid UTF-8 (as a Rust string is). Decoding concatenates the bytes
- * of the tokens (byte-level symbols mapped back to bytes; added tokens as their UTF-8 content, special ones
- * included) and returns them exactly, with no replacement of incomplete UTF-8 sequences.
+ * of the tokens, special ones included (like decode(ids, skip_special_tokens=False)): each token's characters
+ * mapped back through the byte-level table, or its UTF-8 spelling when some character is no byte-level
+ * symbol (as HF's ByteLevel decoder does; "<|im_end|>" decodes to itself). The bytes come back exactly, with
+ * no U+FFFD in place of an incomplete UTF-8 sequence, so a stream can be decoded token by token.
  *
  * Without PCRE2 (CG_HAVE_PCRE2 undefined) or cJSON, cg_tokenizer_load returns CG_ERR_UNSUPPORTED; the
  * character tokenizer always works. A tokenizer is immutable once made: encode and decode may be called

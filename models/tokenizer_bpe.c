@@ -126,18 +126,21 @@ static cg_status split_regex(cg_bpe_scratch *sc, const pcre2_code *re, const uns
     size_t start = 0, prev = 0;
     while (start < len) {
         int rc = pcre2_match(re, s, len, start, PCRE2_NO_UTF_CHECK, sc->md, NULL);
-        if (rc == PCRE2_ERROR_JIT_STACKLIMIT) rc = pcre2_match(re, s, len, start, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, sc->md, NULL);
+        if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
+            rc = pcre2_match(re, s, len, start, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, sc->md, NULL);
         if (rc == PCRE2_ERROR_NOMATCH) break;
         if (rc < 0) {
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(rc, msg, sizeof msg);
-            return cg_set_error(CG_ERR_UNSUPPORTED, "cg_tokenizer_encode: the pre-tokenizer regex failed at byte %zu: %s",
-                                start, (const char *)msg);
+            return cg_set_error(CG_ERR_UNSUPPORTED,
+                                "cg_tokenizer_encode: the pre-tokenizer regex failed at byte %zu: %s", start,
+                                (const char *)msg);
         }
         const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(sc->md);
         size_t ms = ov[0], me = ov[1];
-        if (me < ms || ms < start) return cg_set_error(CG_ERR_UNSUPPORTED, "cg_tokenizer_encode: the pre-tokenizer regex "
-                                                                          "reported a match that ends before it starts");
+        if (me < ms || ms < start)
+            return cg_set_error(CG_ERR_UNSUPPORTED, "cg_tokenizer_encode: the pre-tokenizer regex "
+                                                    "reported a match that ends before it starts");
         if (ms > prev && !range_push(out, base + prev, ms - prev)) goto oom;
         if (me > ms && !range_push(out, base + ms, me - ms)) goto oom;
         prev = me;
@@ -189,7 +192,8 @@ static heap_item heap_pop(cg_bpe_scratch *s) {
     return top;
 }
 
-static cg_status bpe_word(const cg_tokenizer *tok, cg_bpe_scratch *s, const unsigned char *w, size_t n, cg_id_buf *out) {
+static cg_status bpe_word(const cg_tokenizer *tok, cg_bpe_scratch *s, const unsigned char *w, size_t n,
+                          cg_id_buf *out) {
     int64_t cached;
     if (n <= CACHE_MAX_LEN && cg_strmap_get(&s->cache, (const char *)w, n, &cached)) {
         int64_t off = cached >> 16, cnt = cached & 0xFFFF;
@@ -203,7 +207,8 @@ static cg_status bpe_word(const cg_tokenizer *tok, cg_bpe_scratch *s, const unsi
         s->mapped = reserve(s->mapped, &s->mapped_cap, 2 * n, 1, &ok);
         if (!ok) return OOM();
         size_t k = 0;
-        for (size_t i = 0; i < n; i++) k += (size_t)cg_utf8_encode(cg_tok_byte_to_unicode(w[i]), (unsigned char *)s->mapped + k);
+        for (size_t i = 0; i < n; i++)
+            k += (size_t)cg_utf8_encode(cg_tok_byte_to_unicode(w[i]), (unsigned char *)s->mapped + k);
         int64_t id;
         if (cg_strmap_get(&tok->vocab, s->mapped, k, &id)) {
             if (!cg_id_buf_push(out, (int32_t)id)) return OOM();
@@ -279,7 +284,8 @@ static cg_status byte_level_piece(const cg_tokenizer *tok, cg_bpe_scratch *s, co
     if (!st->regex) return bpe_word(tok, s, p, n, out);
     s->words.n = 0;
     cg_status r = split_regex(s, st->regex, p, n, 0, &s->words);
-    for (size_t i = 0; r == CG_OK && i < s->words.n; i += 2) r = bpe_word(tok, s, p + s->words.v[i], s->words.v[i + 1], out);
+    for (size_t i = 0; r == CG_OK && i < s->words.n; i += 2)
+        r = bpe_word(tok, s, p + s->words.v[i], s->words.v[i + 1], out);
     return r;
 }
 
@@ -322,7 +328,8 @@ void cg_bpe_scratch_free(cg_bpe_scratch *s) { free(s); }
 cg_status cg_bpe_encode_segment(const cg_tokenizer *tok, cg_bpe_scratch *s, const unsigned char *text, size_t len,
                                 cg_id_buf *out) {
     (void)tok, (void)s, (void)text, (void)len, (void)out;
-    return cg_set_error(CG_ERR_UNSUPPORTED, "cg_tokenizer_encode: byte-level BPE needs PCRE2; cgrad was built without it");
+    return cg_set_error(CG_ERR_UNSUPPORTED,
+                        "cg_tokenizer_encode: byte-level BPE needs PCRE2; cgrad was built without it");
 }
 
 #endif

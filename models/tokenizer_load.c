@@ -15,7 +15,6 @@
 #include <pcre2.h>
 #endif
 
-
 void cg_tok_free_steps(cg_pretok_step *steps, int n) {
     if (!steps) return;
 #ifdef CG_HAVE_PCRE2
@@ -29,8 +28,7 @@ void cg_tok_free_steps(cg_pretok_step *steps, int n) {
 #if defined(CG_HAVE_PCRE2) && defined(CG_HAVE_CJSON)
 
 /* GPT-2's split regex, used by a ByteLevel pre-tokenizer with use_regex true. */
-static const char gpt2_pattern[] =
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+static const char gpt2_pattern[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
 /* ---------------------------------------------------------------- small JSON helpers */
 
@@ -68,8 +66,8 @@ static cg_status type_of(const char *what, const cJSON *obj, const char *path, c
         return cg_set_error(CG_ERR_FORMAT, "%s: %s must be an object, got %s", what, path, cg_json_type_name(obj));
     const cJSON *t = get(obj, "type");
     if (!cJSON_IsString(t))
-        return cg_set_error(CG_ERR_FORMAT, "%s: %s.type is %s (a string naming the component is required)", what,
-                            path, t ? cg_json_type_name(t) : "missing");
+        return cg_set_error(CG_ERR_FORMAT, "%s: %s.type is %s (a string naming the component is required)", what, path,
+                            t ? cg_json_type_name(t) : "missing");
     *type = t->valuestring;
     return CG_OK;
 }
@@ -109,11 +107,10 @@ static cg_status parse_split(const char *what, const cJSON *obj, const char *pat
     const cJSON *pat = get(obj, "pattern");
     const cJSON *re = get(pat, "Regex"), *lit = get(pat, "String");
     if (!cJSON_IsString(re) && !cJSON_IsString(lit))
-        return cg_set_error(CG_ERR_FORMAT, "%s: %s.pattern must be {\"Regex\": \"...\"} or {\"String\": \"...\"}",
-                            what, path);
+        return cg_set_error(CG_ERR_FORMAT, "%s: %s.pattern must be {\"Regex\": \"...\"} or {\"String\": \"...\"}", what,
+                            path);
     const cJSON *beh = get(obj, "behavior");
-    if (!cJSON_IsString(beh))
-        return cg_set_error(CG_ERR_FORMAT, "%s: %s.behavior must be a string", what, path);
+    if (!cJSON_IsString(beh)) return cg_set_error(CG_ERR_FORMAT, "%s: %s.behavior must be a string", what, path);
     if (strcmp(beh->valuestring, "Isolated") != 0)
         return cg_set_error(CG_ERR_UNSUPPORTED, "%s: %s.behavior '%s' is not supported (only Isolated)", what, path,
                             beh->valuestring);
@@ -164,8 +161,8 @@ static cg_status parse_pre_tokenizer(const char *what, const cJSON *root, cg_tok
         } else if (strcmp(type, "Split") == 0) {
             st = parse_split(what, e, path, &tok->steps[i]);
         } else {
-            st = cg_set_error(CG_ERR_UNSUPPORTED, "%s: %s.type '%s' is not supported (Split or ByteLevel)", what,
-                              path, type);
+            st = cg_set_error(CG_ERR_UNSUPPORTED, "%s: %s.type '%s' is not supported (Split or ByteLevel)", what, path,
+                              type);
         }
         if (st != CG_OK) return st;
     }
@@ -191,8 +188,10 @@ static cg_status set_token(cg_tokenizer *tok, int32_t id, const char *s) {
         uint32_t cp;
         int n = cg_utf8_decode((const unsigned char *)s + i, len - i, &cp);
         int b = n ? cg_tok_unicode_to_byte(cp) : -1;
-        if (b < 0) mapped = false;
-        else tok->token_bytes[id][k++] = (unsigned char)b, i += (size_t)n;
+        if (b < 0)
+            mapped = false;
+        else
+            tok->token_bytes[id][k++] = (unsigned char)b, i += (size_t)n;
     }
     if (!mapped) memcpy(tok->token_bytes[id], s, len), k = len;
     tok->token_nbytes[id] = (uint32_t)k;
@@ -203,8 +202,8 @@ static cg_status read_id(const char *what, const cJSON *v, const char *path, int
     cg_status st = cg_json_as_int(v, what, path, id);
     if (st != CG_OK) return st;
     if (*id < 0 || *id >= CG_TOKENIZER_MAX_ID)
-        return cg_set_error(CG_ERR_FORMAT, "%s: %s = %lld is not a valid id (0 <= id < %d)", what, path,
-                            (long long)*id, CG_TOKENIZER_MAX_ID);
+        return cg_set_error(CG_ERR_FORMAT, "%s: %s = %lld is not a valid id (0 <= id < %d)", what, path, (long long)*id,
+                            CG_TOKENIZER_MAX_ID);
     return CG_OK;
 }
 
@@ -276,12 +275,14 @@ static cg_status parse_vocab_and_added(const char *what, const cJSON *root, cons
         int64_t have;
         if (cg_strmap_get(&tok->vocab, content, strlen(content), &have)) {
             if (have != id)
-                return cg_set_error(CG_ERR_FORMAT, "%s: added_tokens[%d] '%s' has id %lld but the vocabulary gives it id %lld",
-                                    what, i, shown(content, b1, sizeof b1), (long long)id, (long long)have);
+                return cg_set_error(CG_ERR_FORMAT,
+                                    "%s: added_tokens[%d] '%s' has id %lld but the vocabulary gives it id %lld", what,
+                                    i, shown(content, b1, sizeof b1), (long long)id, (long long)have);
         } else {
             if (tok->token_str[id])
-                return cg_set_error(CG_ERR_FORMAT, "%s: added_tokens[%d] '%s' has id %lld, which is already '%s'", what, i,
-                                    shown(content, b1, sizeof b1), (long long)id, shown(tok->token_str[id], b2, sizeof b2));
+                return cg_set_error(CG_ERR_FORMAT, "%s: added_tokens[%d] '%s' has id %lld, which is already '%s'", what,
+                                    i, shown(content, b1, sizeof b1), (long long)id,
+                                    shown(tok->token_str[id], b2, sizeof b2));
             if (set_token(tok, (int32_t)id, content) != CG_OK ||
                 !cg_strmap_put(&tok->vocab, tok->token_str[id], strlen(content), id))
                 return cg_set_error(CG_ERR_OOM, "%s: out of memory", what);
@@ -328,7 +329,8 @@ static cg_status parse_merges(const char *what, const cJSON *model, cg_tokenizer
     const cJSON *merges = get(model, "merges");
     if (is_absent(merges)) return CG_OK; /* a vocabulary of bytes only */
     if (!cJSON_IsArray(merges))
-        return cg_set_error(CG_ERR_FORMAT, "%s: model.merges must be an array, got %s", what, cg_json_type_name(merges));
+        return cg_set_error(CG_ERR_FORMAT, "%s: model.merges must be an array, got %s", what,
+                            cg_json_type_name(merges));
     int i = 0;
     char *joined = NULL;
     size_t joined_cap = 0;
@@ -348,8 +350,9 @@ static cg_status parse_merges(const char *what, const cJSON *model, cg_tokenizer
                    cJSON_IsString(m->child->next)) {
             a = m->child->valuestring, la = strlen(a), b = m->child->next->valuestring, lb = strlen(b);
         } else {
-            st = cg_set_error(CG_ERR_FORMAT, "%s: model.merges[%d] must be a string \"a b\" or a pair [\"a\", \"b\"], got %s",
-                              what, i, cg_json_type_name(m));
+            st = cg_set_error(CG_ERR_FORMAT,
+                              "%s: model.merges[%d] must be a string \"a b\" or a pair [\"a\", \"b\"], got %s", what, i,
+                              cg_json_type_name(m));
             break;
         }
         if (la + lb + 1 > joined_cap) {
@@ -386,7 +389,8 @@ static cg_status check_null_or(const char *what, const cJSON *model, const char 
 static cg_status build(const char *what, const cJSON *root, cg_tokenizer *tok) {
     cg_status st;
     if (!cJSON_IsObject(root))
-        return cg_set_error(CG_ERR_FORMAT, "%s: the top level must be an object, got %s", what, cg_json_type_name(root));
+        return cg_set_error(CG_ERR_FORMAT, "%s: the top level must be an object, got %s", what,
+                            cg_json_type_name(root));
     if ((st = cg_json_check_unique_keys(root, what)) != CG_OK) return st;
     const cJSON *model = get(root, "model");
     if (!model) return cg_set_error(CG_ERR_FORMAT, "%s: 'model' is missing", what);
@@ -410,8 +414,8 @@ static cg_status build(const char *what, const cJSON *root, cg_tokenizer *tok) {
         int n = cg_utf8_encode(cg_tok_byte_to_unicode((unsigned char)b), u);
         int64_t id;
         if (!cg_strmap_get(&tok->vocab, (const char *)u, (size_t)n, &id))
-            return cg_set_error(CG_ERR_FORMAT, "%s: model.vocab lacks the byte-level symbol '%.*s' of byte 0x%02x", what,
-                                n, (const char *)u, b);
+            return cg_set_error(CG_ERR_FORMAT, "%s: model.vocab lacks the byte-level symbol '%.*s' of byte 0x%02x",
+                                what, n, (const char *)u, b);
         tok->byte_id[b] = (int32_t)id;
     }
     if ((st = parse_merges(what, model, tok)) != CG_OK) return st;
@@ -421,7 +425,8 @@ static cg_status build(const char *what, const cJSON *root, cg_tokenizer *tok) {
     if (!is_absent(norm)) {
         if ((st = type_of(what, norm, "normalizer", &type)) != CG_OK) return st;
         if (strcmp(type, "NFC") != 0)
-            return cg_set_error(CG_ERR_UNSUPPORTED, "%s: normalizer.type '%s' is not supported (null or NFC)", what, type);
+            return cg_set_error(CG_ERR_UNSUPPORTED, "%s: normalizer.type '%s' is not supported (null or NFC)", what,
+                                type);
         tok->nfc = true;
     }
     if ((st = parse_pre_tokenizer(what, root, tok)) != CG_OK) return st;
@@ -454,7 +459,8 @@ static cg_status make(const char *what, const cJSON *root, cg_tokenizer **out) {
 }
 
 /* bos_token / eos_token / pad_token of a tokenizer_config.json: a string, {"content": ...} or null. */
-static cg_status config_token(const char *what, const cJSON *cfg, const char *key, const cg_tokenizer *tok, int32_t *id) {
+static cg_status config_token(const char *what, const cJSON *cfg, const char *key, const cg_tokenizer *tok,
+                              int32_t *id) {
     const cJSON *it = get(cfg, key);
     if (!it) return CG_OK; /* keep the default */
     if (cJSON_IsNull(it)) {
@@ -515,8 +521,10 @@ cg_status cg_tokenizer_load(const char *path, cg_tokenizer **out) {
     } else {
         snprintf(file, n + 64, "%s", path);
         const char *slash = strrchr(path, '/');
-        if (slash) snprintf(cfg, n + 64, "%.*s/tokenizer_config.json", (int)(slash - path), path);
-        else snprintf(cfg, n + 64, "tokenizer_config.json");
+        if (slash)
+            snprintf(cfg, n + 64, "%.*s/tokenizer_config.json", (int)(slash - path), path);
+        else
+            snprintf(cfg, n + 64, "tokenizer_config.json");
     }
     cJSON *root = NULL;
     cg_status st = cg_json_read_file(file, &root);
@@ -541,7 +549,8 @@ cg_status cg_tokenizer_load(const char *path, cg_tokenizer **out) {
 cg_status cg_tokenizer_load_json(const char *json, size_t len, const char *what, cg_tokenizer **out) {
     (void)json, (void)len;
     if (out) *out = NULL;
-    return cg_set_error(CG_ERR_UNSUPPORTED, "%s: byte-level BPE tokenizers are not available: cgrad was built without " CG_TOK_MISSING,
+    return cg_set_error(CG_ERR_UNSUPPORTED,
+                        "%s: byte-level BPE tokenizers are not available: cgrad was built without " CG_TOK_MISSING,
                         what ? what : "tokenizer.json");
 }
 
@@ -549,7 +558,8 @@ cg_status cg_tokenizer_load(const char *path, cg_tokenizer **out) {
     if (out) *out = NULL;
     struct stat sb;
     if (path && stat(path, &sb) != 0) return cg_set_error(CG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    return cg_set_error(CG_ERR_UNSUPPORTED, "%s: byte-level BPE tokenizers are not available: cgrad was built without " CG_TOK_MISSING,
+    return cg_set_error(CG_ERR_UNSUPPORTED,
+                        "%s: byte-level BPE tokenizers are not available: cgrad was built without " CG_TOK_MISSING,
                         path ? path : "tokenizer.json");
 }
 

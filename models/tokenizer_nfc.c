@@ -19,9 +19,12 @@ static uint32_t ccc_of(uint32_t cp) {
     size_t lo = 0, hi = N_OF(cg_nfc_ccc);
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (cp < cg_nfc_ccc[mid][0]) hi = mid;
-        else if (cp > cg_nfc_ccc[mid][1]) lo = mid + 1;
-        else return cg_nfc_ccc[mid][2];
+        if (cp < cg_nfc_ccc[mid][0])
+            hi = mid;
+        else if (cp > cg_nfc_ccc[mid][1])
+            lo = mid + 1;
+        else
+            return cg_nfc_ccc[mid][2];
     }
     return 0;
 }
@@ -31,9 +34,12 @@ static bool needs_work(uint32_t cp) {
     size_t lo = 0, hi = N_OF(cg_nfc_check);
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (cp < cg_nfc_check[mid][0]) hi = mid;
-        else if (cp > cg_nfc_check[mid][1]) lo = mid + 1;
-        else return true;
+        if (cp < cg_nfc_check[mid][0])
+            hi = mid;
+        else if (cp > cg_nfc_check[mid][1])
+            lo = mid + 1;
+        else
+            return true;
     }
     return false;
 }
@@ -42,9 +48,12 @@ static const uint32_t *decomp_of(uint32_t cp) {
     size_t lo = 0, hi = N_OF(cg_nfc_decomp);
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        if (cp < cg_nfc_decomp[mid][0]) hi = mid;
-        else if (cp > cg_nfc_decomp[mid][0]) lo = mid + 1;
-        else return cg_nfc_decomp[mid];
+        if (cp < cg_nfc_decomp[mid][0])
+            hi = mid;
+        else if (cp > cg_nfc_decomp[mid][0])
+            lo = mid + 1;
+        else
+            return cg_nfc_decomp[mid];
     }
     return NULL;
 }
@@ -59,9 +68,12 @@ static uint32_t compose(uint32_t a, uint32_t b) {
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
         const uint32_t *e = cg_nfc_comp[mid];
-        if (a < e[0] || (a == e[0] && b < e[1])) hi = mid;
-        else if (a > e[0] || b > e[1]) lo = mid + 1;
-        else return e[2];
+        if (a < e[0] || (a == e[0] && b < e[1]))
+            hi = mid;
+        else if (a > e[0] || b > e[1])
+            lo = mid + 1;
+        else
+            return e[2];
     }
     return 0;
 }

@@ -15,12 +15,12 @@
 
 static bool have_bpe(void) { return strstr(cg_features(), "pcre2") && strstr(cg_features(), "cjson"); }
 
-#define REQUIRE_BPE()                                                                                    \
-    do {                                                                                                 \
-        if (!have_bpe()) {                                                                               \
-            print_message("skipped: built without PCRE2 or cJSON\n");                                    \
-            skip();                                                                                      \
-        }                                                                                                \
+#define REQUIRE_BPE()                                                                                                  \
+    do {                                                                                                               \
+        if (!have_bpe()) {                                                                                             \
+            print_message("skipped: built without PCRE2 or cJSON\n");                                                  \
+            skip();                                                                                                    \
+        }                                                                                                              \
     } while (0)
 
 typedef struct sbuf {
@@ -46,9 +46,12 @@ static void sb_json(sbuf *b, const char *s) {
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         char esc[8];
-        if (c == '"' || c == '\\') snprintf(esc, sizeof esc, "\\%c", c);
-        else if (c < 0x20) snprintf(esc, sizeof esc, "\\u%04x", c);
-        else esc[0] = (char)c, esc[1] = '\0';
+        if (c == '"' || c == '\\')
+            snprintf(esc, sizeof esc, "\\%c", c);
+        else if (c < 0x20)
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+        else
+            esc[0] = (char)c, esc[1] = '\0';
         sb_add(b, esc);
     }
     sb_add(b, "\"");
@@ -57,7 +60,7 @@ static void sb_json(sbuf *b, const char *s) {
 /* GPT-2's byte-to-unicode table, built here from its definition (independently of the library): the
  * printable bytes keep their code point, the other 68 take U+0100.. in byte order. sym[i] is the UTF-8
  * of the i-th symbol in vocabulary order (the printable ones first), so id i = sym[i]. */
-static void byte_symbols(char sym[256][4], int byte_of[256]) {
+static void byte_symbols(char sym[256][4]) {
     int bs[256], n = 0;
     for (int b = 0; b < 256; b++)
         if ((b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE) bs[n++] = b;
@@ -67,9 +70,10 @@ static void byte_symbols(char sym[256][4], int byte_of[256]) {
     for (int i = 0; i < 256; i++) {
         unsigned cp = i < printable ? (unsigned)bs[i] : 256u + (unsigned)extra++;
         unsigned char *o = (unsigned char *)sym[i];
-        if (cp < 0x80) o[0] = (unsigned char)cp, o[1] = 0;
-        else o[0] = (unsigned char)(0xC0 | (cp >> 6)), o[1] = (unsigned char)(0x80 | (cp & 0x3F)), o[2] = 0;
-        byte_of[i] = bs[i];
+        if (cp < 0x80)
+            o[0] = (unsigned char)cp, o[1] = 0;
+        else
+            o[0] = (unsigned char)(0xC0 | (cp >> 6)), o[1] = (unsigned char)(0x80 | (cp & 0x3F)), o[2] = 0;
     }
 }
 
@@ -77,9 +81,9 @@ static void byte_symbols(char sym[256][4], int byte_of[256]) {
  *   256 Ġt  257 he  258 Ġthe  259 in  260 Ġw  261 Ġwin  262 re  263 er  264 12  265 123
  *   266 Ã© (the two bytes of é)  267 ĠĠ  268 ĊĊ  269 ll  270 ell
  * then 271 Ġxyz (in the vocabulary, made by no merge), then the added tokens from 272. */
-static const char *const merges[][2] = {{"Ġ", "t"}, {"h", "e"}, {"Ġt", "he"}, {"i", "n"}, {"Ġ", "w"},
-                                        {"Ġw", "in"}, {"r", "e"}, {"e", "r"}, {"1", "2"}, {"12", "3"},
-                                        {"Ã", "©"}, {"Ġ", "Ġ"}, {"Ċ", "Ċ"}, {"l", "l"}, {"e", "ll"}};
+static const char *const merges[][2] = {{"Ġ", "t"},   {"h", "e"}, {"Ġt", "he"}, {"i", "n"}, {"Ġ", "w"},
+                                        {"Ġw", "in"}, {"r", "e"}, {"e", "r"},   {"1", "2"}, {"12", "3"},
+                                        {"Ã", "©"},   {"Ġ", "Ġ"}, {"Ċ", "Ċ"},   {"l", "l"}, {"e", "ll"}};
 #define N_MERGES 15
 #define ID_XYZ 271
 #define ID_EOT 272
@@ -88,16 +92,16 @@ static const char *const merges[][2] = {{"Ġ", "t"}, {"h", "e"}, {"Ġt", "he"}, 
 
 static const char qwen2_re[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+"
                                "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-static const char llama3_re[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+"
-                                "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char llama3_re[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+"
+    "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 enum { GPT2, QWEN2, LLAMA3 };
 
 /* The tokenizer.json of a style, as gen_tokenizer_golden.py writes it (malloc'd). */
 static char *fixture_json(int kind) {
     char sym[256][4];
-    int byte_of[256];
-    byte_symbols(sym, byte_of);
+    byte_symbols(sym);
     sbuf b = {0};
     sb_add(&b, "{\"version\": \"1.0\", \"truncation\": null, \"padding\": null, \"added_tokens\": [");
     const char *added[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
@@ -114,7 +118,8 @@ static char *fixture_json(int kind) {
     sb_add(&b, kind == QWEN2 ? "{\"type\": \"NFC\"}" : "null");
     sb_add(&b, ", \"pre_tokenizer\": ");
     if (kind == GPT2) {
-        sb_add(&b, "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true}");
+        sb_add(&b,
+               "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": true, \"use_regex\": true}");
     } else {
         sb_add(&b, "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Split\", \"pattern\": {\"Regex\": ");
         sb_json(&b, kind == QWEN2 ? qwen2_re : llama3_re);
@@ -236,7 +241,8 @@ static void assert_round_trip(const cg_tokenizer *tok, const char *text, size_t 
     char *back = NULL;
     size_t blen = 0;
     assert_ok(cg_tokenizer_decode(tok, ids, n, &back, &blen));
-    if (blen != elen || memcmp(back, expect, elen) != 0) print_error("round trip of \"%.*s\" gave \"%s\"\n", (int)len, text, back);
+    if (blen != elen || memcmp(back, expect, elen) != 0)
+        print_error("round trip of \"%.*s\" gave \"%s\"\n", (int)len, text, back);
     assert_int_equal(blen, elen);
     assert_memory_equal(back, expect, elen);
     assert_int_equal(back[blen], '\0');
@@ -405,8 +411,10 @@ static void check_golden(int kind, const golden *g, size_t n) {
         assert_ids(tok, g[i].text, len, g[i].ids, g[i].n);
         /* decoding gives the exact bytes back, except that Qwen2's NFC turned e + U+0301 into é */
         bool nfc_changed = kind == QWEN2 && strcmp(g[i].text, "e\xcc\x81") == 0;
-        if (nfc_changed) assert_round_trip(tok, g[i].text, len, "\xc3\xa9", 2);
-        else assert_round_trip(tok, g[i].text, len, g[i].text, len);
+        if (nfc_changed)
+            assert_round_trip(tok, g[i].text, len, "\xc3\xa9", 2);
+        else
+            assert_round_trip(tok, g[i].text, len, g[i].text, len);
     }
     cg_tokenizer_free(tok);
 }
@@ -479,18 +487,55 @@ static void test_bpe_vocab_and_decode(void **state) {
     int64_t n;
     assert_int_equal(cg_tokenizer_encode(tok, "ab\xff", 3, &ids, &n), CG_ERR_INVALID_ARG);
     assert_error_contains("not valid UTF-8 at byte offset 2");
-    assert_int_equal(cg_tokenizer_encode(tok, "\xc3", 1, &ids, &n), CG_ERR_INVALID_ARG); /* truncated */
+    assert_int_equal(cg_tokenizer_encode(tok, "\xc3", 1, &ids, &n), CG_ERR_INVALID_ARG);         /* truncated */
     assert_int_equal(cg_tokenizer_encode(tok, "\xed\xa0\x80", 3, &ids, &n), CG_ERR_INVALID_ARG); /* surrogate */
     assert_null(ids);
     cg_tokenizer_free(tok);
 }
 
 /* A deterministic mix of the hard cases: ASCII, accents, CJK, emoji, digits, whitespace runs, specials. */
-static const char *const pool[] = {"a", "b", "Z", "q", "the", " the", "in", " w", "ll", "1", "2", "3", "45", " ", "  ",
-                                   "\t", "\n", "\r\n", "\n\n", "'s", "'LL", "!", "?", ".", "\xc3\xa9", "\xc3\xb1",
-                                   "\xc3\x9c", "\xe4\xb8\xad", "\xe6\x96\x87", "\xed\x95\x9c", "\xf0\x9f\x99\x82",
-                                   "\xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd", "\xc2\xa0", "\xe3\x80\x80", "\xd9\xa1",
-                                   "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|", "|>", "\x7f", "\x01"};
+static const char *const pool[] = {"a",
+                                   "b",
+                                   "Z",
+                                   "q",
+                                   "the",
+                                   " the",
+                                   "in",
+                                   " w",
+                                   "ll",
+                                   "1",
+                                   "2",
+                                   "3",
+                                   "45",
+                                   " ",
+                                   "  ",
+                                   "\t",
+                                   "\n",
+                                   "\r\n",
+                                   "\n\n",
+                                   "'s",
+                                   "'LL",
+                                   "!",
+                                   "?",
+                                   ".",
+                                   "\xc3\xa9",
+                                   "\xc3\xb1",
+                                   "\xc3\x9c",
+                                   "\xe4\xb8\xad",
+                                   "\xe6\x96\x87",
+                                   "\xed\x95\x9c",
+                                   "\xf0\x9f\x99\x82",
+                                   "\xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd",
+                                   "\xc2\xa0",
+                                   "\xe3\x80\x80",
+                                   "\xd9\xa1",
+                                   "<|endoftext|>",
+                                   "<|im_start|>",
+                                   "<|im_end|>",
+                                   "<|",
+                                   "|>",
+                                   "\x7f",
+                                   "\x01"};
 
 static void test_bpe_round_trips(void **state) {
     (void)state;
@@ -526,8 +571,8 @@ static void test_bpe_nfc(void **state) {
     cg_tokenizer *qwen = load_fixture(QWEN2), *llama = load_fixture(LLAMA3);
     static const char *const cases[][2] = {
         {"e\xcc\x81\xcc\xa3", "\xe1\xba\xb9\xcc\x81"}, /* e + acute (230) + dot below (220) -> U+1EB9 + acute */
-        {"\xe2\x84\xab", "\xc3\x85"},                   /* ANGSTROM SIGN -> Å (a singleton) */
-        {"\xe1\x84\x80\xe1\x85\xa1", "\xea\xb0\x80"},   /* Hangul jamo L + V -> 가 */
+        {"\xe2\x84\xab", "\xc3\x85"},                  /* ANGSTROM SIGN -> Å (a singleton) */
+        {"\xe1\x84\x80\xe1\x85\xa1", "\xea\xb0\x80"},  /* Hangul jamo L + V -> 가 */
         {"Cafe\xcc\x81 na\xc3\xafve", "Caf\xc3\xa9 na\xc3\xafve"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -582,7 +627,8 @@ static void test_bpe_directory_and_config(void **state) {
     write_file(path, json);
     free(json);
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
-    write_file(path, "{\"bos_token\": null, \"eos_token\": \"<|im_end|>\", \"pad_token\": {\"content\": \"<|endoftext|>\"}}");
+    write_file(path,
+               "{\"bos_token\": null, \"eos_token\": \"<|im_end|>\", \"pad_token\": {\"content\": \"<|endoftext|>\"}}");
     cg_tokenizer *tok = NULL;
     assert_ok(cg_tokenizer_load(dir, &tok));
     assert_int_equal(cg_tokenizer_eos_id(tok), ID_IM_END);
@@ -610,37 +656,51 @@ static const bad_case bad_cases[] = {
     {GPT2, NULL, "{\"model\": {\"type\": \"BPE\",", CG_ERR_FORMAT, "invalid JSON at byte"},
     {GPT2, NULL, "[1, 2]", CG_ERR_FORMAT, "the top level must be an object"},
     {GPT2, "\"model\": {", "\"modelx\": {", CG_ERR_FORMAT, "'model' is missing"},
-    {GPT2, "\"type\": \"BPE\"", "\"type\": \"WordPiece\"", CG_ERR_UNSUPPORTED, "model.type 'WordPiece' is not supported"},
+    {GPT2, "\"type\": \"BPE\"", "\"type\": \"WordPiece\"", CG_ERR_UNSUPPORTED,
+     "model.type 'WordPiece' is not supported"},
     {GPT2, "\"type\": \"BPE\", ", "", CG_ERR_FORMAT, "model.type is missing"},
     {GPT2, "\"e ll\"", "\"e qq\"", CG_ERR_FORMAT, "model.merges[14]: the right token 'qq' is not in model.vocab"},
     {GPT2, "\"e ll\"", "\"ell\"", CG_ERR_FORMAT, "model.merges[14] 'ell' is not two tokens separated by a space"},
     {GPT2, "\"e ll\"", "\"l e\"", CG_ERR_FORMAT, "model.merges[14]: the merged token 'le' is not in model.vocab"},
-    {QWEN2, "[\"e\", \"ll\"]", "[\"e\", \"ll\", \"x\"]", CG_ERR_FORMAT, "model.merges[14] must be a string \"a b\" or a pair"},
-    {GPT2, "\"\xc4\xa0xyz\": 271", "\"\xc4\xa0xyz\": 270", CG_ERR_FORMAT, "model.vocab gives id 270 to both 'ell' and '\xc4\xa0xyz'"},
-    {GPT2, "\"\xc4\xa0xyz\": 271", "\"\xc4\xa0xyz\": -3", CG_ERR_FORMAT, "model.vocab['\xc4\xa0xyz'] = -3 is not a valid id"},
-    {GPT2, "\"\xc4\xa0xyz\": 271", "\"\xc4\xa0xyz\": 2.5", CG_ERR_FORMAT, "model.vocab['\xc4\xa0xyz'] must be an integer"},
+    {QWEN2, "[\"e\", \"ll\"]", "[\"e\", \"ll\", \"x\"]", CG_ERR_FORMAT,
+     "model.merges[14] must be a string \"a b\" or a pair"},
+    {GPT2, "\"\xc4\xa0xyz\": 271", "\"\xc4\xa0xyz\": 270", CG_ERR_FORMAT,
+     "model.vocab gives id 270 to both 'ell' and '\xc4\xa0xyz'"},
+    {GPT2, "\"\xc4\xa0xyz\": 271", "\"\xc4\xa0xyz\": -3", CG_ERR_FORMAT,
+     "model.vocab['\xc4\xa0xyz'] = -3 is not a valid id"},
+    {GPT2, "\"\xc4\xa0xyz\": 271", "\"\xc4\xa0xyz\": 2.5", CG_ERR_FORMAT,
+     "model.vocab['\xc4\xa0xyz'] must be an integer"},
     {GPT2, "\"\xc4\xa0xyz\": 271", "\"\xc4\xa0xyz\": 271, \"ell\": 3", CG_ERR_FORMAT, "duplicate key 'ell'"},
     {GPT2, "\"!\": 0", "\"!!\": 0", CG_ERR_FORMAT, "model.vocab lacks the byte-level symbol '!' of byte 0x21"},
     {GPT2, "\"vocab\": {", "\"vocab\": [], \"x\": {", CG_ERR_FORMAT, "model.vocab must be an object"},
-    {QWEN2, "\\\\p{N}|", "(\\\\p{N}|", CG_ERR_FORMAT, "pre_tokenizer.pretokenizers[0].pattern.Regex: the regex does not compile (PCRE2 at offset"},
+    {QWEN2, "\\\\p{N}|", "(\\\\p{N}|", CG_ERR_FORMAT,
+     "pre_tokenizer.pretokenizers[0].pattern.Regex: the regex does not compile (PCRE2 at offset"},
     {QWEN2, "\\\\p{N}|", "\\\\p{Nope}|", CG_ERR_FORMAT, "unknown property"},
-    {QWEN2, "{\"type\": \"Split\"", "{\"type\": \"Metaspace\"", CG_ERR_UNSUPPORTED, "pre_tokenizer.pretokenizers[0].type 'Metaspace' is not supported"},
-    {QWEN2, "\"Isolated\"", "\"Removed\"", CG_ERR_UNSUPPORTED, "pre_tokenizer.pretokenizers[0].behavior 'Removed' is not supported"},
-    {QWEN2, "\"invert\": false", "\"invert\": true", CG_ERR_UNSUPPORTED, "pretokenizers[0].invert true is not supported"},
-    {QWEN2, "\"use_regex\": false}]", "\"use_regex\": false}, {\"type\": \"Split\", \"pattern\": {\"String\": \"x\"}, \"behavior\": \"Isolated\"}]",
+    {QWEN2, "{\"type\": \"Split\"", "{\"type\": \"Metaspace\"", CG_ERR_UNSUPPORTED,
+     "pre_tokenizer.pretokenizers[0].type 'Metaspace' is not supported"},
+    {QWEN2, "\"Isolated\"", "\"Removed\"", CG_ERR_UNSUPPORTED,
+     "pre_tokenizer.pretokenizers[0].behavior 'Removed' is not supported"},
+    {QWEN2, "\"invert\": false", "\"invert\": true", CG_ERR_UNSUPPORTED,
+     "pretokenizers[0].invert true is not supported"},
+    {QWEN2, "\"use_regex\": false}]",
+     "\"use_regex\": false}, {\"type\": \"Split\", \"pattern\": {\"String\": \"x\"}, \"behavior\": \"Isolated\"}]",
      CG_ERR_UNSUPPORTED, "pre_tokenizer.pretokenizers[1]: ByteLevel must be the last pre-tokenizer"},
     {GPT2, "\"pre_tokenizer\": {", "\"pre_tokenizer\": null, \"x\": {", CG_ERR_UNSUPPORTED, "pre_tokenizer is missing"},
-    {QWEN2, "{\"type\": \"NFC\"}", "{\"type\": \"Lowercase\"}", CG_ERR_UNSUPPORTED, "normalizer.type 'Lowercase' is not supported"},
-    {GPT2, "\"decoder\": {\"type\": \"ByteLevel\"", "\"decoder\": {\"type\": \"WordPiece\"", CG_ERR_UNSUPPORTED, "decoder.type 'WordPiece' is not supported"},
+    {QWEN2, "{\"type\": \"NFC\"}", "{\"type\": \"Lowercase\"}", CG_ERR_UNSUPPORTED,
+     "normalizer.type 'Lowercase' is not supported"},
+    {GPT2, "\"decoder\": {\"type\": \"ByteLevel\"", "\"decoder\": {\"type\": \"WordPiece\"", CG_ERR_UNSUPPORTED,
+     "decoder.type 'WordPiece' is not supported"},
     {GPT2, "\"decoder\": {", "\"decoder\": null, \"x\": {", CG_ERR_UNSUPPORTED, "decoder is missing"},
     {GPT2, "\"dropout\": null", "\"dropout\": 0.1", CG_ERR_UNSUPPORTED, "model.dropout must be null"},
-    {GPT2, "\"continuing_subword_prefix\": null", "\"continuing_subword_prefix\": \"##\"", CG_ERR_UNSUPPORTED, "model.continuing_subword_prefix must be null"},
+    {GPT2, "\"continuing_subword_prefix\": null", "\"continuing_subword_prefix\": \"##\"", CG_ERR_UNSUPPORTED,
+     "model.continuing_subword_prefix must be null"},
     {GPT2, "\"id\": 272", "\"id\": -1", CG_ERR_FORMAT, "added_tokens[0].id = -1 is not a valid id"},
     {GPT2, "\"id\": 272", "\"id\": \"272\"", CG_ERR_FORMAT, "added_tokens[0].id must be an integer"},
     {GPT2, "\"id\": 272", "\"id\": 100", CG_ERR_FORMAT, "added_tokens[0] '<|endoftext|>' has id 100, which is already"},
     {GPT2, "\"id\": 272", "\"id\": 16777216", CG_ERR_FORMAT, "added_tokens[0].id = 16777216 is not a valid id"},
     {GPT2, "\"id\": 272, ", "", CG_ERR_FORMAT, "added_tokens[0].id is missing"},
-    {GPT2, "\"content\": \"<|endoftext|>\"", "\"content\": \"ell\"", CG_ERR_FORMAT, "added_tokens[0] 'ell' has id 272 but the vocabulary gives it id 270"},
+    {GPT2, "\"content\": \"<|endoftext|>\"", "\"content\": \"ell\"", CG_ERR_FORMAT,
+     "added_tokens[0] 'ell' has id 272 but the vocabulary gives it id 270"},
     {GPT2, "\"lstrip\": false", "\"lstrip\": true", CG_ERR_UNSUPPORTED, "added_tokens[0].lstrip true is not supported"},
     {GPT2, "\"special\": true", "\"special\": 1", CG_ERR_FORMAT, "added_tokens[0].special must be true or false"},
 };

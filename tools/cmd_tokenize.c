@@ -66,8 +66,10 @@ static int encode_one(const cg_tokenizer *tok, const char *text, size_t len, boo
     int64_t n;
     if (cg_tokenizer_encode(tok, text, len, &ids, &n) != CG_OK) return fail(cg_last_error());
     for (int64_t i = 0; i < n; i++) {
-        if (tokens) printf("%d\t%s\n", ids[i], cg_tokenizer_token(tok, ids[i]));
-        else printf(i ? ",%d" : "%d", ids[i]);
+        if (tokens)
+            printf("%d\t%s\n", ids[i], cg_tokenizer_token(tok, ids[i]));
+        else
+            printf(i ? ",%d" : "%d", ids[i]);
     }
     if (!tokens) printf("\n");
     *count += n;
