@@ -14,5 +14,6 @@ typedef struct cg_command {
 int cg_cmd_info(int argc, char **argv);
 int cg_cmd_inspect(int argc, char **argv);
 int cg_cmd_generate(int argc, char **argv);
+int cg_cmd_tokenize(int argc, char **argv);
 
 #endif
