@@ -23,5 +23,7 @@
 #include "models/generate.h"
 #include "models/lora.h"
 #include "models/model.h"
+#include "models/tokenizer.h"
+#include "models/tokenizer.h"
 
 #endif

@@ -56,6 +56,10 @@ typedef enum cg_tokenizer_kind { CG_TOKENIZER_CHAR = 0, CG_TOKENIZER_BPE = 1 } c
 #define CG_CHAR_TOKEN_EOS 2
 #define CG_CHAR_TOKEN_FIRST 3
 
+/* The alphabet of the built-in tasks and the tiny presets (61 characters, so with the 3 special tokens it fills
+ * their 64-entry vocabulary): digits, arithmetic, punctuation, space, newline and lower-case letters. */
+#define CG_CHAR_ALPHABET_DEFAULT "0123456789+-*/=() .,?!:;'\nabcdefghijklmnopqrstuvwxyz<>[]_#%&$"
+
 /* A character tokenizer over the bytes of alphabet (NUL-terminated, non-empty, no byte twice).
  * Errors: CG_ERR_INVALID_ARG naming the repeated byte. *out is NULL on error. */
 cg_status cg_tokenizer_char_create(const char *alphabet, cg_tokenizer **out);

@@ -1,9 +1,8 @@
 /* cgrad generate: text from a model preset with random weights or a checkpoint (a Hugging Face directory
  * or an llm.c .bin), optionally with a PEFT LoRA adapter, through cg_generate.
  *
- * Until the tokenizer module is in (models/tokenizer.h), the text goes through a stand-in: for a vocabulary
- * of at most 64 tokens (the tiny presets) a character is its index in CHAR_ALPHABET (another character: its
- * byte mod the vocabulary); for larger vocabularies a byte is its own id. Decoding inverts that. */
+ * The text goes through the model directory's tokenizer.json, or for the tiny presets the default character
+ * tokenizer; a large random-weight preset has no tokenizer, and then a byte is its own id. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,27 +12,27 @@
 #include "models/checkpoint.h"
 #include "models/generate.h"
 #include "models/lora.h"
+#include "models/tokenizer.h"
 #include "tools/commands.h"
 
-/* TODO(tokenizer): replace with cg_tokenizer_char_create / cg_tokenizer_load once models/tokenizer.h lands. */
-static const char CHAR_ALPHABET[] = " abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.";
-
-static int32_t encode_char(unsigned char ch, int64_t vocab) {
-    if (vocab >= 256) return ch;
-    const char *at = ch ? strchr(CHAR_ALPHABET, ch) : NULL;
-    if (at && at - CHAR_ALPHABET < vocab) return (int32_t)(at - CHAR_ALPHABET);
-    return (int32_t)(ch % vocab);
-}
-
-static void print_token(FILE *f, int32_t id, int64_t vocab) {
-    if (vocab >= 256 && id < 256) {
-        if (id >= 32 && id < 127) fputc(id, f);
-        else fprintf(f, "\\x%02x", (unsigned)id);
-    } else if (vocab < 256 && id < (int32_t)(sizeof CHAR_ALPHABET - 1)) {
-        fputc(CHAR_ALPHABET[id], f);
-    } else {
-        fprintf(f, "<%d>", (int)id);
+/* The tokenizer for a model: a checkpoint directory's tokenizer.json if it has one; else the default
+ * character tokenizer when the vocabulary is its 64 entries (the tiny presets and models trained from them).
+ * NULL (without an error) means none is known: then the prompt's bytes are its ids, which only makes sense
+ * for random-weight smoke tests of large presets. */
+static cg_status model_tokenizer(const char *model, bool is_preset, const cg_model_config *cfg, cg_tokenizer **out) {
+    *out = NULL;
+    if (!is_preset) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/tokenizer.json", model);
+        FILE *f = fopen(path, "rb");
+        if (f) {
+            fclose(f);
+            return cg_tokenizer_load(path, out);
+        }
     }
+    if (cfg->vocab_size == 3 + (int64_t)strlen(CG_CHAR_ALPHABET_DEFAULT))
+        return cg_tokenizer_char_create(CG_CHAR_ALPHABET_DEFAULT, out);
+    return CG_OK;
 }
 
 static double now_s(void) {
@@ -146,14 +145,23 @@ int cg_cmd_generate(int argc, char **argv) {
         return 1;
     }
     cfg = m->cfg;
-    int64_t n = (int64_t)strlen(prompt), V = cfg.vocab_size;
-    int32_t *ids = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
-    if (!ids) {
-        fprintf(stderr, "cgrad generate: out of memory\n");
+    cg_tokenizer *tok = NULL;
+    int64_t n = (int64_t)strlen(prompt);
+    int32_t *ids = NULL;
+    ms = model_tokenizer(model, is_preset, &cfg, &tok);
+    if (ms == CG_OK && tok) {
+        ms = cg_tokenizer_encode(tok, prompt, (size_t)n, &ids, &n);
+    } else if (ms == CG_OK) {
+        ids = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
+        if (!ids) ms = cg_set_error(CG_ERR_OOM, "out of memory");
+        for (int64_t i = 0; ids && i < n; i++) ids[i] = (unsigned char)prompt[i];
+    }
+    if (ms != CG_OK) {
+        fprintf(stderr, "cgrad generate: %s\n", cg_last_error());
+        cg_tokenizer_free(tok);
         cg_model_free(m);
         return 1;
     }
-    for (int64_t i = 0; i < n; i++) ids[i] = encode_char((unsigned char)prompt[i], V);
     const int32_t *rows[1] = {ids};
     cg_generation *g = NULL;
     double t0 = now_s();
@@ -162,10 +170,23 @@ int cg_cmd_generate(int argc, char **argv) {
     if (st != CG_OK) {
         fprintf(stderr, "cgrad generate: %s\n", cg_last_error());
         free(ids);
+        cg_tokenizer_free(tok);
         cg_model_free(m);
         return 1;
     }
-    for (int64_t t = 0; t < g->prompt_len[0] + g->gen_len[0]; t++) print_token(stdout, g->tokens[t], V);
+    int64_t total = g->prompt_len[0] + g->gen_len[0];
+    char *text = NULL;
+    size_t text_len = 0;
+    if (tok && cg_tokenizer_decode(tok, g->tokens, total, &text, &text_len) == CG_OK) {
+        fwrite(text, 1, text_len, stdout);
+        free(text);
+    } else { /* no tokenizer: printable bytes as themselves, anything else as <id> */
+        for (int64_t t = 0; t < total; t++) {
+            int32_t id = g->tokens[t];
+            if (id >= 32 && id < 127) putchar(id);
+            else printf("<%d>", (int)id);
+        }
+    }
     printf("\n");
     if (print_ids) {
         printf("prompt ids:");
@@ -178,6 +199,7 @@ int cg_cmd_generate(int argc, char **argv) {
            dt > 0 ? (double)g->gen_len[0] / dt : 0.0, (long long)g->gen_len[0], dt, cfg.name, cg_get_num_threads());
     cg_generation_free(g);
     free(ids);
+    cg_tokenizer_free(tok);
     cg_model_free(m);
     return 0;
 }
