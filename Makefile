@@ -225,15 +225,18 @@ bench: $(BENCH_BINS) $(CGRAD)
 run: all
 	$(CGRAD) info
 
-# libFuzzer on the safetensors/JSON parsers (needs clang): `make fuzz FUZZ_SECONDS=60`.
+# libFuzzer on the parsers (needs clang): `make fuzz FUZZ_TARGET=safetensors|tokenizer FUZZ_SECONDS=60`.
 FUZZ_SECONDS ?= 60
+FUZZ_TARGET ?= safetensors
 CLANG := $(or $(shell command -v clang 2>/dev/null),$(shell command -v clang-14 2>/dev/null))
 fuzz:
 	@test -n "$(CLANG)" || { echo "make fuzz: clang is not installed (apt-get install clang)"; exit 1; }
-	@mkdir -p build/fuzz_corpus
-	$(CLANG) -g -O1 -std=c11 -D_GNU_SOURCE -DCG_HAVE_CJSON -fsanitize=fuzzer,address,undefined -I. \
-	  tests/fuzz_safetensors.c $(wildcard core/*.c) -lcjson -lm -lpthread -ldl -o build/fuzz_safetensors
-	build/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) build/fuzz_corpus
+	@mkdir -p build/fuzz_corpus_$(FUZZ_TARGET)
+	$(CLANG) -g -O1 -std=c11 -D_GNU_SOURCE -DCG_HAVE_CJSON -DCG_HAVE_PCRE2 -fsanitize=fuzzer,address,undefined -I. \
+	  tests/fuzz_$(FUZZ_TARGET).c $(wildcard core/*.c) $(wildcard models/tokenizer*.c) \
+	  -lcjson -lpcre2-8 -lm -lpthread -ldl -o build/fuzz_$(FUZZ_TARGET)
+	build/fuzz_$(FUZZ_TARGET) -max_total_time=$(FUZZ_SECONDS) build/fuzz_corpus_$(FUZZ_TARGET) \
+	  $(wildcard tests/fixtures/fuzz_seed_$(FUZZ_TARGET))
 
 deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
