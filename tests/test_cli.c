@@ -71,12 +71,50 @@ static void test_inspect_token_shard(void **state) {
     rmdir(dir);
 }
 
+static void test_plot(void **state) {
+    (void)state;
+    char dir[] = "/tmp/cgrad_plot_XXXXXX", metrics[64], svg[64], cmd[256], out[4096];
+    assert_non_null(mkdtemp(dir));
+    snprintf(metrics, sizeof metrics, "%s/m.jsonl", dir);
+    snprintf(svg, sizeof svg, "%s/p.svg", dir);
+    FILE *f = fopen(metrics, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"step\": 0, \"reward\": 0.1, \"accuracy\": 0.05}\n\n{\"step\": 1, \"reward\": 0.5}\n"
+               "{\"step\": 2, \"reward\": 0.7, \"accuracy\": 0.6}\n");
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "plot %s --out %s --title 'RL <demo>'", metrics, svg);
+    assert_int_equal(run_cgrad(cmd, out, sizeof out), 0);
+    assert_non_null(strstr(out, "3 points, 2 series"));
+    f = fopen(svg, "r");
+    assert_non_null(f);
+    char body[16384];
+    size_t n = fread(body, 1, sizeof body - 1, f);
+    body[n] = '\0';
+    fclose(f);
+    assert_non_null(strstr(body, "<svg"));
+    assert_non_null(strstr(body, "RL &lt;demo&gt;")); /* escaped */
+    assert_non_null(strstr(body, ">reward</text>"));
+    assert_non_null(strstr(body, ">accuracy</text>"));
+    int circles = 0;
+    for (const char *p = body; (p = strstr(p, "<circle")); p++) circles++;
+    assert_int_equal(circles, 5); /* 3 reward points + 2 accuracy points (the gap at step 1) */
+    /* a malformed line is an error naming the file and line */
+    f = fopen(metrics, "a");
+    fprintf(f, "{oops\n");
+    fclose(f);
+    assert_int_equal(run_cgrad(cmd, out, sizeof out), 1);
+    assert_non_null(strstr(out, "m.jsonl:5"));
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_version),
         cmocka_unit_test(test_unknown_command_and_usage),
         cmocka_unit_test(test_info),
         cmocka_unit_test(test_inspect_token_shard),
+        cmocka_unit_test(test_plot),
     };
     return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
 }
