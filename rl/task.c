@@ -242,6 +242,16 @@ static cg_status draw_problem(const cg_arith_config *cfg, word_source *ws, char 
     return CG_OK;
 }
 
+/* Mixed into the Philox key so that two configs give unrelated streams (level 0 and level 1 would
+ * otherwise share every problem whose digit draws agree). The difficulty label is left out. */
+static uint64_t config_hash(const cg_arith_config *cfg) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    const int fields[] = {cfg->min_digits, cfg->max_digits, cfg->n_terms, cfg->allow_negative, cfg->allow_parens};
+    for (size_t k = 0; k < sizeof fields / sizeof fields[0]; k++) h = (h ^ (uint64_t)(uint32_t)fields[k]) * 0x100000001b3ull;
+    for (const char *p = cfg->ops; *p; p++) h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+    return h;
+}
+
 /* Upper bound on draws per item: a split that finds nothing in this many draws is (almost) empty. */
 #define MAX_DRAWS_PER_ITEM 4096
 
@@ -254,7 +264,7 @@ cg_status cg_arith_generate_split(const cg_arith_config *cfg, uint64_t seed, cg_
     if (index < 0) return cg_set_error(CG_ERR_INVALID_ARG, "arith generate: negative index %" PRId64, index);
     if (split != CG_SPLIT_ALL && split != CG_SPLIT_TRAIN && split != CG_SPLIT_HELDOUT)
         return cg_set_error(CG_ERR_INVALID_ARG, "arith generate: unknown split %d", (int)split);
-    word_source ws = {seed ^ ARITH_KEY_TAG, (uint64_t)index, 0, {0}, 4};
+    word_source ws = {seed ^ ARITH_KEY_TAG ^ config_hash(cfg), (uint64_t)index, 0, {0}, 4};
     char prompt[PROMPT_BUF], answer[32];
     for (int attempt = 0; attempt < MAX_DRAWS_PER_ITEM; attempt++) {
         st = draw_problem(cfg, &ws, prompt, answer);

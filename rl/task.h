@@ -10,7 +10,8 @@
  * (CG_CHAR_ALPHABET_DEFAULT). Operands never carry a sign: a negative answer only comes from subtraction.
  *
  * Item `index` of the stream of `seed` is a pure function of (config, seed, split, index): it comes from its
- * own Philox stream (core/rng.h), so items can be made in any order and on any thread.
+ * own Philox stream (core/rng.h: key = seed mixed with a hash of the config, stream = index), so items can be
+ * made in any order and on any thread, and two configs give unrelated problems.
  *
  * Exactness: every value is a 64-bit integer computed with overflow checks. A config is accepted only if no
  * expression it can make leaves int64: with '*' in ops, max_digits * n_terms <= 18 (n operands below 10^D

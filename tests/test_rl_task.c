@@ -170,6 +170,19 @@ static void test_arith_deterministic(void **state) {
     assert_string_equal(x.prompt, y.prompt);
     cg_task_item_free(&x);
     cg_task_item_free(&y);
+    /* Two configs give unrelated streams: level 1 (1-2 digits) is not level 0 whenever the digit draws agree. */
+    cg_arith_config l0 = cg_arith_difficulty(0), l1 = cg_arith_difficulty(1);
+    int same = 0;
+    for (int64_t i = 0; i < 400; i++) {
+        cg_task_item a, b;
+        assert_ok(cg_arith_generate(&l0, 3, i, &a));
+        assert_ok(cg_arith_generate(&l1, 3, i, &b));
+        same += strcmp(a.prompt, b.prompt) == 0;
+        cg_task_item_free(&a);
+        cg_task_item_free(&b);
+    }
+    /* chance agreement: P(both operands 1 digit) / ~155 problems ~ 0.2% */
+    assert_true(same < 10);
     /* Level 0 has ~200 problems: many indices repeat some, yet it must still cover most of them. */
     cg_arith_config c0 = cg_arith_difficulty(0);
     char seen[200][8];
