@@ -233,7 +233,8 @@ static cg_status draw_problem(const cg_arith_config *cfg, word_source *ws, char 
     bool ok = true;
     if (group_len > 0)
         ok = cfg->allow_negative ? eval_seq(&group, 0, &group_value) : make_non_negative(&group, 0, &group_value);
-    if (ok) ok = cfg->allow_negative ? eval_seq(&top, group_value, &value) : make_non_negative(&top, group_value, &value);
+    if (ok)
+        ok = cfg->allow_negative ? eval_seq(&top, group_value, &value) : make_non_negative(&top, group_value, &value);
     if (!ok) return cg_set_error(CG_ERR_INTERNAL, "arith: an expression left int64 despite the digit limits");
     size_t len = render_seq(&top, &group, prompt, 0);
     prompt[len++] = '=';
@@ -247,7 +248,8 @@ static cg_status draw_problem(const cg_arith_config *cfg, word_source *ws, char 
 static uint64_t config_hash(const cg_arith_config *cfg) {
     uint64_t h = 0xcbf29ce484222325ull;
     const int fields[] = {cfg->min_digits, cfg->max_digits, cfg->n_terms, cfg->allow_negative, cfg->allow_parens};
-    for (size_t k = 0; k < sizeof fields / sizeof fields[0]; k++) h = (h ^ (uint64_t)(uint32_t)fields[k]) * 0x100000001b3ull;
+    for (size_t k = 0; k < sizeof fields / sizeof fields[0]; k++)
+        h = (h ^ (uint64_t)(uint32_t)fields[k]) * 0x100000001b3ull;
     for (const char *p = cfg->ops; *p; p++) h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
     return h;
 }
@@ -424,7 +426,8 @@ static cg_status list_set(item_list *l, const char *name, cg_task_set **out) {
 cg_status cg_task_set_from_items(const cg_task_item *items, int64_t n, cg_task_set **out) {
     if (!out) return cg_set_error(CG_ERR_INVALID_ARG, "task set from items: NULL output");
     *out = NULL;
-    if (!items || n < 1) return cg_set_error(CG_ERR_INVALID_ARG, "task set from items: need n >= 1 items (n = %" PRId64 ")", n);
+    if (!items || n < 1)
+        return cg_set_error(CG_ERR_INVALID_ARG, "task set from items: need n >= 1 items (n = %" PRId64 ")", n);
     item_list l = {0};
     for (int64_t i = 0; i < n; i++) {
         if (!items[i].prompt || !items[i].answer) {
@@ -607,9 +610,10 @@ static cg_status parse_string(json_line *j, char **out) {
             break;
         }
         if (cp >= 0xD800 && cp < 0xDC00) { /* a high surrogate must be followed by a low one */
-            uint32_t lo;
-            if (j->pos + 2 > j->n || j->s[j->pos] != '\\' || j->s[j->pos + 1] != 'u' || (j->pos += 2, !read_hex4(j, &lo)) ||
-                lo < 0xDC00 || lo > 0xDFFF) {
+            uint32_t lo = 0;
+            bool escape_follows = j->pos + 2 <= j->n && j->s[j->pos] == '\\' && j->s[j->pos + 1] == 'u';
+            if (escape_follows) j->pos += 2;
+            if (!escape_follows || !read_hex4(j, &lo) || lo < 0xDC00 || lo > 0xDFFF) {
                 st = line_error(j, "unpaired UTF-16 surrogate in a \\u escape", NULL);
                 break;
             }
@@ -742,7 +746,8 @@ static cg_status parse_task_line(json_line *j, char **prompt, char **answer) {
     *prompt = *answer = NULL;
     cg_status st = CG_OK;
     skip_ws(j);
-    if (peek(j) != '{') return line_error(j, "not a JSON object: a line must be {\"prompt\": ..., \"answer\": ...}", NULL);
+    if (peek(j) != '{')
+        return line_error(j, "not a JSON object: a line must be {\"prompt\": ..., \"answer\": ...}", NULL);
     j->pos++;
     skip_ws(j);
     if (peek(j) == '}') {
@@ -778,7 +783,9 @@ static cg_status parse_task_line(json_line *j, char **prompt, char **answer) {
                     if (st == CG_OK && !(*dst = dup_range(j->s + start, j->pos - start)))
                         st = cg_set_error(CG_ERR_OOM, "%s:%" PRId64 ": out of memory", j->path, j->line);
                 } else {
-                    st = line_error(j, is_prompt ? "'prompt' must be a string, got " : "'answer' must be a string or a number, got ",
+                    st = line_error(j,
+                                    is_prompt ? "'prompt' must be a string, got "
+                                              : "'answer' must be a string or a number, got ",
                                     value_type(c));
                 }
             } else {

@@ -119,7 +119,8 @@ static parsed_expr check_item(const cg_arith_config *cfg, const cg_task_item *it
     assert_true(e.value <= INT64_LIMIT && e.value >= -INT64_LIMIT);
     char expected[64];
     int128_to_string(e.value, expected);
-    if (strcmp(expected, it->answer) != 0) fail_msg("\"%s\": answer %s, evaluator %s", it->prompt, it->answer, expected);
+    if (strcmp(expected, it->answer) != 0)
+        fail_msg("\"%s\": answer %s, evaluator %s", it->prompt, it->answer, expected);
     assert_int_equal(e.n_operands, cfg->n_terms);
     assert_true(e.min_operand_digits >= cfg->min_digits);
     assert_true(e.max_operand_digits <= cfg->max_digits);
@@ -528,7 +529,8 @@ static void test_jsonl_good(void **state) {
         "{\"prompt\": \"12+7=\", \"answer\": \"19\"}\n"
         "\n"
         "   \t\n"
-        "{\"answer\": 42, \"prompt\": \"six times seven?\", \"id\": 3, \"meta\": {\"a\": [1, 2, {\"b\": null}], \"c\": true}}\r\n"
+        "{\"answer\": 42, \"prompt\": \"six times seven?\", \"id\": 3, "
+        "\"meta\": {\"a\": [1, 2, {\"b\": null}], \"c\": true}}\r\n"
         "  {\"prompt\":\"tab\\there \\\"q\\\" \\\\ \\/ \\n\\u00e9\\ud83d\\ude00\",\"answer\":-3.5e2}  \n"
         "{\"prompt\": \"big\", \"answer\": 12345678901234567890123}\n"
         "{\"prompt\": \"12+7=\", \"answer\": \"19\"}\n"
@@ -634,6 +636,56 @@ static void test_jsonl_malformed(void **state) {
     assert_error_contains("does_not_exist.jsonl: cannot open task file");
     assert_null(set);
     assert_int_equal(cg_task_set_load_jsonl(NULL, &set), CG_ERR_INVALID_ARG);
+}
+
+/* Random byte mutations of a good file: the loader returns OK or a format error naming file:line, never
+ * crashes (the sanitizer build checks memory), and a file it accepts has readable items. */
+static void test_jsonl_mutations(void **state) {
+    (void)state;
+    const char base[] = "{\"prompt\": \"12+7=\", \"answer\": \"19\"}\n"
+                        "{\"prompt\": \"a\\u00e9\\n\\ud83d\\ude00\", \"answer\": -3.5e2, \"x\": [1, {\"y\": null}]}\n";
+    const char alphabet[] = "{}[]\":,\\u0123456789abcdef-+.eE \t\r\ntrue";
+    uint64_t rng = 12345;
+    char path[160];
+    snprintf(path, sizeof path, "%s/mut.jsonl", tmpdir);
+    int accepted = 0;
+    for (int trial = 0; trial < 1500; trial++) {
+        char text[sizeof base];
+        memcpy(text, base, sizeof base);
+        size_t len = sizeof base - 1;
+        int n_mut = 1 + (int)((cg_test_randf(&rng) + 1.0f) * 1.5f);
+        for (int m = 0; m < n_mut; m++) {
+            size_t at = (size_t)((cg_test_randf(&rng) + 1.0f) * 0.5f * (float)len) % len;
+            float kind = cg_test_randf(&rng);
+            if (kind < -0.6f) len = at + 1; /* truncate */
+            else if (kind < 0.6f)
+                text[at] = alphabet[(size_t)((cg_test_randf(&rng) + 1.0f) * 20.0f) % (sizeof alphabet - 1)];
+            else text[at] = (char)(int)((cg_test_randf(&rng) + 1.0f) * 127.0f); /* any byte, NUL and >= 0x80 too */
+        }
+        FILE *f = fopen(path, "wb");
+        assert_non_null(f);
+        assert_int_equal(fwrite(text, 1, len, f), len);
+        fclose(f);
+        cg_task_set *set = NULL;
+        cg_status st = cg_task_set_load_jsonl(path, &set);
+        if (st == CG_OK) {
+            accepted++;
+            assert_true(cg_task_set_size(set) >= 1 && cg_task_set_size(set) <= 2);
+            for (int64_t i = 0; i < cg_task_set_size(set); i++) {
+                cg_task_item it;
+                assert_ok(cg_task_set_get(set, i, &it));
+                cg_task_item_free(&it);
+            }
+            cg_task_set_free(set);
+        } else {
+            assert_int_equal(st, CG_ERR_FORMAT);
+            assert_null(set);
+            assert_error_contains("mut.jsonl:");
+        }
+    }
+    print_message("%d of 1500 mutated files accepted\n", accepted);
+    /* some mutations are harmless (inside strings), most are not */
+    assert_true(accepted > 20 && accepted < 1450);
 }
 
 /* ---------------------------------------------------------------- rewards */
@@ -833,8 +885,8 @@ static void test_overlong_penalty(void **state) {
         {0, 0.0}, {1, 0.0}, {16, 0.0}, {17, -0.25}, {18, -0.5}, {19, -0.75}, {20, -1.0}, {21, -1.0}, {100000, -1.0}};
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         assert_close(cg_reward_overlong_penalty(cases[k].len, 20, 4), cases[k].expected, 0, 1e-7);
-        assert_close(cg_reward_overlong_penalty(cases[k].len, 20, 4), overlong_reference((double)cases[k].len, 20, 4), 0,
-                     1e-7);
+        double reference = overlong_reference((double)cases[k].len, 20, 4);
+        assert_close(cg_reward_overlong_penalty(cases[k].len, 20, 4), reference, 0, 1e-7);
     }
     /* the DAPO paper's setting: 16,384 expected + 4,096 cache = 20,480 */
     assert_close(cg_reward_overlong_penalty(16384, 20480, 4096), 0.0, 0, 0);
@@ -870,6 +922,7 @@ int main(void) {
         cmocka_unit_test(test_task_set_from_items),
         cmocka_unit_test(test_jsonl_good),
         cmocka_unit_test(test_jsonl_malformed),
+        cmocka_unit_test(test_jsonl_mutations),
         cmocka_unit_test(test_reward_find_number),
         cmocka_unit_test(test_reward_exact_match),
         cmocka_unit_test(test_reward_numeric),
