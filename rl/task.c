@@ -403,6 +403,14 @@ static cg_status list_push(item_list *l, char *prompt, char *answer) {
     return CG_OK;
 }
 
+static cg_status list_push_copy(item_list *l, const char *prompt, const char *answer) {
+    char *p = dup_str(prompt), *a = dup_str(answer);
+    if (p && a) return list_push(l, p, a);
+    free(p);
+    free(a);
+    return cg_set_error(CG_ERR_OOM, "task set: out of memory");
+}
+
 static cg_status list_set(item_list *l, const char *name, cg_task_set **out) {
     cg_task_set *set = calloc(1, sizeof *set);
     if (!set) {
@@ -430,18 +438,9 @@ cg_status cg_task_set_from_items(const cg_task_item *items, int64_t n, cg_task_s
         return cg_set_error(CG_ERR_INVALID_ARG, "task set from items: need n >= 1 items (n = %" PRId64 ")", n);
     item_list l = {0};
     for (int64_t i = 0; i < n; i++) {
-        if (!items[i].prompt || !items[i].answer) {
-            list_release(&l);
-            return cg_set_error(CG_ERR_INVALID_ARG, "task set from items: item %" PRId64 " has a NULL string", i);
-        }
-        char *p = dup_str(items[i].prompt), *a = dup_str(items[i].answer);
-        if (!p || !a) {
-            free(p);
-            free(a);
-            list_release(&l);
-            return cg_set_error(CG_ERR_OOM, "task set from items: out of memory");
-        }
-        cg_status st = list_push(&l, p, a);
+        cg_status st = items[i].prompt && items[i].answer
+                           ? list_push_copy(&l, items[i].prompt, items[i].answer)
+                           : cg_set_error(CG_ERR_INVALID_ARG, "task set from items: item %" PRId64 " has a NULL string", i);
         if (st != CG_OK) {
             list_release(&l);
             return st;
@@ -460,12 +459,7 @@ cg_status cg_task_set_split(const cg_task_set *src, cg_task_split split, cg_task
     item_list l = {0};
     for (int64_t i = 0; i < src->n; i++) {
         if (!split_accepts(split, src->prompts[i])) continue;
-        char *p = dup_str(src->prompts[i]), *a = dup_str(src->answers[i]);
-        cg_status st = (p && a) ? list_push(&l, p, a) : cg_set_error(CG_ERR_OOM, "task set split: out of memory");
-        if (!p || !a) {
-            free(p);
-            free(a);
-        }
+        cg_status st = list_push_copy(&l, src->prompts[i], src->answers[i]);
         if (st != CG_OK) {
             list_release(&l);
             return st;
