@@ -24,6 +24,14 @@
 #include "models/lora.h"
 #include "models/model.h"
 #include "models/tokenizer.h"
+
+#include "rl/reward.h"
+#include "rl/rollout.h"
+#include "rl/task.h"
 #include "models/tokenizer.h"
+
+#include "rl/reward.h"
+#include "rl/rollout.h"
+#include "rl/task.h"
 
 #endif
