@@ -77,7 +77,7 @@ cg_status cg_rollout_generate(cg_model *m, const cg_tokenizer *tok, const char *
         r->max_resp = 1;
         for (int64_t i = 0; i < n; i++)
             if (gen->gen_len[i] > r->max_resp) r->max_resp = gen->gen_len[i];
-        r->sample_logp = calloc((size_t)(n * r->max_resp), sizeof *r->sample_logp);
+        r->sample_logp = calloc((size_t)n * (size_t)r->max_resp, sizeof *r->sample_logp);
         if (!r->sample_logp) s = cg_set_error(CG_ERR_OOM, "rollout: out of memory");
     }
     for (int64_t i = 0; s == CG_OK && i < n; i++) {
