@@ -1,0 +1,40 @@
+/* The optimizer's layout, shared by optim/optim.c (create, step) and optim/optim_state.c (save/load). */
+#ifndef CG_OPTIM_INTERNAL_H
+#define CG_OPTIM_INTERNAL_H
+
+#include "core/arena.h"
+#include "optim/optim.h"
+
+/* Elements per work chunk: the unit of the parallel loops and of the norm's partial sums. */
+#define CG_OPTIM_CHUNK ((int64_t)1 << 14)
+/* State tensors per parameter at most (AdamW: m, v). */
+#define CG_OPTIM_MAX_STATE 2
+
+typedef struct cg_optim_param {
+    cg_tensor *t;
+    int64_t numel;
+    int64_t global_offset; /* index of its first element with all parameters laid end to end */
+    float lr_mult, weight_decay;
+    float *state[CG_OPTIM_MAX_STATE];
+} cg_optim_param;
+
+typedef struct cg_optim_chunk {
+    int param;
+    int64_t start, len;
+} cg_optim_chunk;
+
+struct cg_optimizer {
+    cg_optimizer_config cfg;
+    int n_params;
+    cg_optim_param *params;
+    int n_state; /* state tensors per parameter: SGD 0 or 1, AdamW 2, Lion 1 */
+    int64_t step;
+    int64_t total_elements;
+    int64_t n_chunks;
+    cg_optim_chunk *chunks;
+    double *chunk_sumsq; /* per chunk, in the arena */
+    int64_t *chunk_nonfinite;
+    cg_arena *arena;
+};
+
+#endif
