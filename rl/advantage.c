@@ -52,6 +52,8 @@ static double std_of(const float *v, int64_t n, double mean) {
     return sqrt(s / (double)(n - 1));
 }
 
+static double inverse_or_zero(double x) { return x > 0 ? 1.0 / x : 0.0; }
+
 cg_status cg_compute_advantages(cg_advantage_kind kind, const float *rewards, int64_t n_seq, int64_t group, float eps,
                                 float *adv_out) {
     cg_status st = check_grouped("advantages", rewards, n_seq, group);
@@ -69,8 +71,9 @@ cg_status cg_compute_advantages(cg_advantage_kind kind, const float *rewards, in
         double mean = group > 1 ? mean_of(r, group) : 0.0;
         double sum = mean * (double)group;
         double scale = 1.0;
-        if (kind == CG_ADV_GROUP_MEAN_STD) scale = 1.0 / (std_of(r, group, mean) + eps);
-        if (kind == CG_ADV_BATCH_STD) scale = 1.0 / (batch_std + eps);
+        /* A zero std (with eps 0) means equal rewards, whose centred values are exactly 0: keep them 0. */
+        if (kind == CG_ADV_GROUP_MEAN_STD) scale = inverse_or_zero(std_of(r, group, mean) + eps);
+        if (kind == CG_ADV_BATCH_STD) scale = inverse_or_zero(batch_std + eps);
         /* adv_out may alias rewards: the group's statistics are taken before any of it is overwritten. */
         for (int64_t k = 0; k < group; k++) {
             double a;
