@@ -25,13 +25,25 @@
 #include "models/model.h"
 #include "models/tokenizer.h"
 
+#include "optim/optim.h"
+
+#include "rl/advantage.h"
+#include "rl/objective.h"
 #include "rl/reward.h"
 #include "rl/rollout.h"
+#include "rl/sft.h"
 #include "rl/task.h"
+#include "rl/trainer.h"
 #include "models/tokenizer.h"
 
+#include "optim/optim.h"
+
+#include "rl/advantage.h"
+#include "rl/objective.h"
 #include "rl/reward.h"
 #include "rl/rollout.h"
+#include "rl/sft.h"
 #include "rl/task.h"
+#include "rl/trainer.h"
 
 #endif

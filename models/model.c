@@ -304,6 +304,27 @@ cg_status cg_model_create(const cg_model_config *cfg, cg_device device, uint64_t
     return CG_OK;
 }
 
+cg_status cg_model_copy(const cg_model *m, cg_model **out) {
+    if (!m || !out) return cg_set_error(CG_ERR_INVALID_ARG, "model_copy: NULL argument");
+    cg_model_config cfg = m->cfg;
+    cfg.init_std = 0.0f; /* every parameter is overwritten below */
+    cg_model *c = NULL;
+    cg_status s = cg_model_create(&cfg, m->device, 0, &c);
+    for (int i = 0; s == CG_OK && i < c->n_params; i++) {
+        cg_tensor *src = cg_model_find_param(m, c->params[i].name);
+        s = src ? cg_copy(c->params[i].tensor, src)
+                : cg_set_error(CG_ERR_INTERNAL, "model_copy: %s has no %s", m->cfg.name, c->params[i].name);
+    }
+    if (s != CG_OK) {
+        cg_model_free(c);
+        return s;
+    }
+    cg_model_set_base_trainable(c, false);
+    c->cfg.init_std = m->cfg.init_std;
+    *out = c;
+    return CG_OK;
+}
+
 void cg_model_free(cg_model *m) {
     if (!m) return;
     cg_arena_destroy(m->arena);

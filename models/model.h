@@ -99,6 +99,9 @@ typedef struct cg_model {
  * used for inference holds its weights only. */
 cg_status cg_model_create(const cg_model_config *cfg, cg_device device, uint64_t seed, cg_model **out);
 void cg_model_free(cg_model *m);
+/* A frozen copy of m's base parameters (no adapters, no gradients): the reference policy of RL with full
+ * fine-tuning. */
+cg_status cg_model_copy(const cg_model *m, cg_model **out);
 /* Gives every parameter that requires a gradient its buffer in the model's arena (call once before training,
  * so gradients are freed with the model). */
 cg_status cg_model_alloc_grads(cg_model *m);

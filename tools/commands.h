@@ -16,5 +16,6 @@ int cg_cmd_inspect(int argc, char **argv);
 int cg_cmd_generate(int argc, char **argv);
 int cg_cmd_tokenize(int argc, char **argv);
 int cg_cmd_plot(int argc, char **argv);
+int cg_cmd_rl(int argc, char **argv);
 
 #endif

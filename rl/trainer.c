@@ -1,0 +1,374 @@
+#include "rl/trainer.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/context.h"
+#include "models/lora.h"
+
+struct cg_rl_trainer {
+    cg_rl_trainer_config cfg;
+    cg_model *policy, *reference;
+    const cg_tokenizer *tok;
+    cg_task_set *train;
+    const cg_reward *rewards;
+    int n_rewards;
+    cg_optimizer *opt;
+    int64_t step;
+    int64_t next_item; /* the next training item to draw */
+    cg_rng shuffle_rng;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+cg_rl_trainer_config cg_rl_trainer_config_default(cg_rl_algo algo) {
+    cg_rl_trainer_config c = {0};
+    c.obj = cg_rl_config_default(algo);
+    c.prompts_per_step = 16;
+    c.group_size = 8;
+    c.sampling = (cg_sampling){.temperature = 1.0f, .max_new_tokens = 64};
+    c.epochs = 1;
+    c.opt = cg_optimizer_config_default(CG_OPT_ADAMW);
+    c.opt.lr = 1e-5f;
+    c.opt.weight_decay = 0.0f;
+    c.correct_reward = 1.0f;
+    return c;
+}
+
+cg_status cg_rl_trainer_create(cg_model *policy, cg_model *reference, const cg_tokenizer *tok,
+                               const cg_task_set *tasks, const cg_reward *rewards, int n_rewards,
+                               const cg_rl_trainer_config *cfg, cg_rl_trainer **out) {
+    if (!policy || !tok || !tasks || !rewards || n_rewards <= 0 || !cfg || !out)
+        return cg_set_error(CG_ERR_INVALID_ARG, "rl_trainer: needs a policy, a tokenizer, tasks, rewards and a config");
+    cg_status s = cg_rl_config_check(&cfg->obj);
+    if (s != CG_OK) return s;
+    if (cfg->prompts_per_step <= 0 || cfg->group_size <= 0 || cfg->epochs <= 0 || cfg->minibatch_seqs < 0)
+        return cg_set_error(CG_ERR_INVALID_ARG, "rl_trainer: prompts_per_step (%lld), group_size (%lld) and epochs (%d) "
+                            "must be positive", (long long)cfg->prompts_per_step, (long long)cfg->group_size, cfg->epochs);
+    if (cfg->obj.kl_beta > 0.0f && !reference && !cg_lora_attached(policy))
+        return cg_set_error(CG_ERR_INVALID_ARG, "rl_trainer: kl_beta %g needs a reference policy (attach LoRA, whose "
+                            "disabled model is the reference, or pass a frozen copy)", (double)cfg->obj.kl_beta);
+    if ((s = cg_sampling_validate(&cfg->sampling)) != CG_OK) return s;
+    cg_rl_trainer *t = calloc(1, sizeof *t);
+    if (!t) return cg_set_error(CG_ERR_OOM, "rl_trainer: out of memory");
+    t->cfg = *cfg;
+    t->policy = policy, t->reference = reference, t->tok = tok, t->rewards = rewards, t->n_rewards = n_rewards;
+    t->shuffle_rng = cg_rng_fork(&(cg_rng){cfg->seed, 0, 0}, 0x5bu);
+    cg_tensor *params[4096];
+    int n = cg_model_trainable(policy, params, 4096);
+    if (n > 4096) s = cg_set_error(CG_ERR_INVALID_ARG, "rl_trainer: %d trainable tensors (at most 4096)", n);
+    if (s == CG_OK && n == 0) s = cg_set_error(CG_ERR_INVALID_ARG, "rl_trainer: the policy has no trainable parameter");
+    if (s == CG_OK) s = cg_model_alloc_grads(policy);
+    if (s == CG_OK) s = cg_optimizer_create(&cfg->opt, n, params, &t->opt);
+    if (s == CG_OK) s = cg_task_set_split(tasks, CG_SPLIT_TRAIN, &t->train);
+    if (s != CG_OK) {
+        cg_rl_trainer_free(t);
+        return s;
+    }
+    *out = t;
+    return CG_OK;
+}
+
+void cg_rl_trainer_free(cg_rl_trainer *t) {
+    if (!t) return;
+    cg_optimizer_free(t->opt);
+    cg_task_set_free(t->train);
+    free(t);
+}
+
+/* The next n training items: their prompts and answers (malloc'd copies in items[]). */
+static cg_status draw_items(cg_rl_trainer *t, int64_t n, cg_task_item *items) {
+    for (int64_t i = 0; i < n; i++) {
+        int64_t size = cg_task_set_size(t->train);
+        cg_status s = cg_task_set_get(t->train, t->next_item % size, &items[i]);
+        if (s != CG_OK) return s;
+        t->next_item++;
+    }
+    return CG_OK;
+}
+
+/* Log-probs of every sequence of a rollout under model m (no-grad), as a malloc'd [n_seq, max_resp] array. */
+static float *all_logprobs(cg_model *m, const cg_rollout *r, float temperature, double *entropy) {
+    int64_t n = r->n_seq, T = r->max_resp;
+    float *out = malloc(sizeof(float) * (size_t)(n * T));
+    int64_t *sel = malloc(sizeof(int64_t) * (size_t)n);
+    if (!out || !sel) {
+        free(out), free(sel);
+        cg_set_error(CG_ERR_OOM, "rl_trainer: out of memory");
+        return NULL;
+    }
+    for (int64_t i = 0; i < n; i++) sel[i] = i;
+    cg_arena *a = cg_step_arena(CG_CPU);
+    cg_arena_mark mark = cg_arena_get_mark(a);
+    cg_no_grad_enter();
+    cg_tensor *mask = NULL;
+    cg_tensor *lp = cg_rollout_logprobs(m, r, sel, n, temperature, &mask, entropy);
+    cg_no_grad_exit();
+    if (lp) memcpy(out, cg_data(lp), sizeof(float) * (size_t)(n * T));
+    cg_arena_rewind(a, mark);
+    free(sel);
+    if (!lp) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* The rows sel[0..n) of a [n_seq, T] array as a step-arena tensor. */
+static cg_tensor *rows_tensor(const float *src, const int64_t *sel, int64_t n, int64_t T) {
+    int64_t s[2] = {n, T};
+    cg_tensor *t = cg_tensor_empty(cg_step_arena(CG_CPU), CG_F32, 2, s);
+    if (!t) return NULL;
+    float *d = cg_data(t);
+    for (int64_t k = 0; k < n; k++) memcpy(d + k * T, src + sel[k] * T, sizeof(float) * (size_t)T);
+    return t;
+}
+
+/* Generates the step's rollout: one batch, or with dynamic sampling several, keeping only groups whose
+ * rewards differ until prompts_per_step groups are collected (or max_gen_batches batches were drawn). */
+static cg_status collect_rollout(cg_rl_trainer *t, cg_rollout **out, cg_rl_step_stats *st) {
+    const cg_rl_trainer_config *c = &t->cfg;
+    int64_t P = c->prompts_per_step, G = c->group_size;
+    int max_batches = c->obj.dynamic_sampling ? (c->obj.max_gen_batches > 0 ? c->obj.max_gen_batches : 3) : 1;
+    cg_rollout *keep = NULL;
+    cg_status s = CG_OK;
+    for (int b = 0; b < max_batches && s == CG_OK; b++) {
+        cg_task_item *items = calloc((size_t)P, sizeof *items);
+        const char **prompts = calloc((size_t)P, sizeof *prompts), **answers = calloc((size_t)P, sizeof *answers);
+        cg_rollout *r = NULL;
+        s = items && prompts && answers ? draw_items(t, P, items) : cg_set_error(CG_ERR_OOM, "rl_trainer: out of memory");
+        for (int64_t i = 0; s == CG_OK && i < P; i++) prompts[i] = items[i].prompt, answers[i] = items[i].answer;
+        cg_rollout_config rc = {.group_size = G, .sampling = c->sampling};
+        rc.sampling.seed = c->seed * 1000003u + (uint64_t)t->step * 64u + (uint64_t)b;
+        if (s == CG_OK) s = cg_rollout_generate(t->policy, t->tok, prompts, answers, P, &rc, t->rewards, t->n_rewards, &r);
+        st->rollout_batches++;
+        if (s == CG_OK && c->obj.overlong_penalty)
+            s = cg_apply_soft_overlong_penalty(r->rewards, r->resp_len, r->n_seq, c->sampling.max_new_tokens,
+                                               c->obj.overlong_cache_len, c->obj.overlong_penalty_factor);
+        if (s == CG_OK && c->obj.dynamic_sampling) {
+            bool *sig = calloc((size_t)P, sizeof *sig);
+            int64_t n_kept = 0;
+            s = sig ? cg_groups_with_signal(r->rewards, r->n_seq, G, sig, &n_kept) : cg_set_error(CG_ERR_OOM, "oom");
+            /* the kept groups move to the front: a rollout with fewer prompts */
+            int64_t w = 0;
+            for (int64_t p = 0; s == CG_OK && p < P; p++) {
+                if (!sig[p]) {
+                    st->groups_dropped++;
+                    continue;
+                }
+                if (keep && keep->n_prompts + w >= P) break;
+                for (int64_t g = 0; g < G; g++) {
+                    int64_t from = p * G + g, to = w * G + g;
+                    if (from == to) continue;
+                    free(r->tokens[to]), free(r->responses[to]);
+                    r->tokens[to] = r->tokens[from], r->responses[to] = r->responses[from];
+                    r->tokens[from] = NULL, r->responses[from] = NULL;
+                    r->prompt_len[to] = r->prompt_len[from], r->resp_len[to] = r->resp_len[from];
+                    r->rewards[to] = r->rewards[from], r->truncated[to] = r->truncated[from];
+                    memmove(r->sample_logp + to * r->max_resp, r->sample_logp + from * r->max_resp,
+                            sizeof(float) * (size_t)r->max_resp);
+                }
+                w++;
+            }
+            free(sig);
+            for (int64_t i = w * G; i < r->n_seq; i++) { /* drop the tail */
+                free(r->tokens[i]), free(r->responses[i]);
+                r->tokens[i] = NULL, r->responses[i] = NULL;
+            }
+            r->n_prompts = w, r->n_seq = w * G;
+        }
+        for (int64_t i = 0; items && i < P; i++) cg_task_item_free(&items[i]);
+        free(items), free(prompts), free(answers);
+        if (s != CG_OK) {
+            cg_rollout_free(r);
+            break;
+        }
+        r->answers = NULL; /* the answers were freed with the items */
+        if (!keep) {
+            keep = r;
+        } else { /* append r's sequences to keep */
+            s = CG_ERR_UNSUPPORTED;
+            cg_rollout *m = keep;
+            int64_t n = m->n_seq + r->n_seq, T = m->max_resp > r->max_resp ? m->max_resp : r->max_resp;
+            float *lp = calloc((size_t)(n * T), sizeof *lp);
+            int64_t *pl = realloc(m->prompt_len, sizeof *pl * (size_t)n);
+            if (pl) m->prompt_len = pl;
+            int64_t *rl = realloc(m->resp_len, sizeof *rl * (size_t)n);
+            if (rl) m->resp_len = rl;
+            int32_t **tk = realloc(m->tokens, sizeof *tk * (size_t)n);
+            if (tk) m->tokens = tk;
+            char **rs = realloc(m->responses, sizeof *rs * (size_t)n);
+            if (rs) m->responses = rs;
+            float *rw = realloc(m->rewards, sizeof *rw * (size_t)n);
+            if (rw) m->rewards = rw;
+            uint8_t *tr = realloc(m->truncated, sizeof *tr * (size_t)n);
+            if (tr) m->truncated = tr;
+            if (lp && pl && rl && tk && rs && rw && tr) {
+                for (int64_t i = 0; i < m->n_seq; i++)
+                    memcpy(lp + i * T, m->sample_logp + i * m->max_resp, sizeof(float) * (size_t)m->max_resp);
+                for (int64_t i = 0; i < r->n_seq; i++) {
+                    int64_t j = m->n_seq + i;
+                    memcpy(lp + j * T, r->sample_logp + i * r->max_resp, sizeof(float) * (size_t)r->max_resp);
+                    pl[j] = r->prompt_len[i], rl[j] = r->resp_len[i], tk[j] = r->tokens[i], rs[j] = r->responses[i];
+                    rw[j] = r->rewards[i], tr[j] = r->truncated[i];
+                    r->tokens[i] = NULL, r->responses[i] = NULL;
+                }
+                free(m->sample_logp);
+                m->sample_logp = lp, m->max_resp = T, m->n_seq = n, m->n_prompts += r->n_prompts;
+                s = CG_OK;
+            } else {
+                free(lp);
+                s = cg_set_error(CG_ERR_OOM, "rl_trainer: out of memory");
+            }
+            cg_rollout_free(r);
+        }
+        if (!c->obj.dynamic_sampling || keep->n_prompts >= P) break;
+    }
+    if (s == CG_OK && keep && keep->n_seq == 0) {
+        cg_rollout_free(keep);
+        keep = NULL;
+    }
+    *out = keep;
+    return s;
+}
+
+cg_status cg_rl_trainer_step(cg_rl_trainer *t, cg_rl_step_stats *st) {
+    const cg_rl_trainer_config *c = &t->cfg;
+    cg_rl_step_stats zero = {0};
+    *st = zero;
+    st->step = t->step;
+    st->kl = NAN;
+    double t0 = now_s();
+    cg_rollout *r = NULL;
+    cg_status s = collect_rollout(t, &r, st);
+    if (s != CG_OK) return s;
+    st->rollout_seconds = now_s() - t0;
+    t->step++;
+    if (!r) { /* dynamic sampling found no group with signal: nothing to learn from this step */
+        cg_step_end();
+        return CG_OK;
+    }
+    int64_t n = r->n_seq, T = r->max_resp, G = c->group_size;
+    st->sequences = n;
+    st->reward = cg_rollout_mean_reward(r);
+    st->accuracy = cg_rollout_fraction_at_least(r, c->correct_reward);
+    st->response_len = cg_rollout_mean_response_len(r);
+    for (int64_t i = 0; i < n; i++) st->tokens += r->resp_len[i];
+    st->rollout_tokens_per_s = st->rollout_seconds > 0 ? (double)st->tokens / st->rollout_seconds : 0;
+
+    double t1 = now_s();
+    float temperature = c->sampling.temperature > 0.0f ? c->sampling.temperature : 1.0f;
+    float *adv = malloc(sizeof(float) * (size_t)n);
+    float *old_lp = all_logprobs(t->policy, r, temperature, &st->entropy);
+    float *ref_lp = NULL;
+    bool lora_ref = !t->reference && cg_lora_attached(t->policy);
+    if (old_lp && (t->reference || lora_ref)) {
+        if (lora_ref) cg_lora_set_enabled(t->policy, false);
+        ref_lp = all_logprobs(t->reference ? t->reference : t->policy, r, temperature, NULL);
+        if (lora_ref) cg_lora_set_enabled(t->policy, true);
+        if (!ref_lp) s = cg_last_status();
+    }
+    if (!adv || !old_lp) s = adv ? cg_last_status() : cg_set_error(CG_ERR_OOM, "rl_trainer: out of memory");
+    if (s == CG_OK) s = cg_compute_advantages(c->obj.adv_kind, r->rewards, n, G, c->obj.adv_eps, adv);
+    if (s == CG_OK && ref_lp) { /* the logged KL: mean k3 over response tokens, before the update */
+        double kl = 0;
+        int64_t cnt = 0;
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < r->resp_len[i]; j++) {
+                double d = (double)ref_lp[i * T + j] - (double)old_lp[i * T + j];
+                kl += exp(d) - d - 1.0, cnt++;
+            }
+        st->kl = cnt ? kl / (double)cnt : 0.0;
+    }
+    bool *trunc = malloc(sizeof(bool) * (size_t)n);
+    int64_t *order = malloc(sizeof(int64_t) * (size_t)n);
+    if (s == CG_OK && (!trunc || !order)) s = cg_set_error(CG_ERR_OOM, "rl_trainer: out of memory");
+    for (int64_t i = 0; s == CG_OK && i < n; i++) trunc[i] = r->truncated[i], order[i] = i;
+    int64_t mb = c->minibatch_seqs > 0 && c->minibatch_seqs < n ? c->minibatch_seqs : n;
+    /* DisCO compares sequences within a group: its mini-batches must hold whole groups */
+    if (c->obj.algo == CG_RL_DISCO || c->obj.algo == CG_RL_DISCOB) mb = ((mb + G - 1) / G) * G;
+    int64_t total_tokens = 0;
+    for (int e = 0; s == CG_OK && e < c->epochs; e++) {
+        /* shuffle whole groups (DisCO needs them together; harmless for the token-level objectives) */
+        int64_t ng = n / G;
+        for (int64_t g = ng - 1; g > 0; g--) {
+            uint32_t u;
+            cg_rng_u32(&t->shuffle_rng, &u, 1);
+            int64_t k = (int64_t)(u % (uint32_t)(g + 1));
+            for (int64_t j = 0; j < G; j++) {
+                int64_t tmp = order[g * G + j];
+                order[g * G + j] = order[k * G + j], order[k * G + j] = tmp;
+            }
+        }
+        for (int64_t b0 = 0; s == CG_OK && b0 < n; b0 += mb) {
+            int64_t nb = n - b0 < mb ? n - b0 : mb;
+            const int64_t *sel = order + b0;
+            float *adv_b = malloc(sizeof(float) * (size_t)nb), *rew_b = malloc(sizeof(float) * (size_t)nb);
+            bool *tr_b = malloc(sizeof(bool) * (size_t)nb);
+            if (!adv_b || !rew_b || !tr_b) s = cg_set_error(CG_ERR_OOM, "rl_trainer: out of memory");
+            for (int64_t k = 0; s == CG_OK && k < nb; k++)
+                adv_b[k] = adv[sel[k]], rew_b[k] = r->rewards[sel[k]], tr_b[k] = trunc[sel[k]];
+            cg_tensor *mask = NULL;
+            cg_tensor *logp = s == CG_OK ? cg_rollout_logprobs(t->policy, r, sel, nb, temperature, &mask, NULL) : NULL;
+            cg_tensor *old_t = logp ? rows_tensor(old_lp, sel, nb, T) : NULL;
+            cg_tensor *ref_t = logp && ref_lp ? rows_tensor(ref_lp, sel, nb, T) : NULL;
+            if (s == CG_OK && (!logp || !old_t || (ref_lp && !ref_t))) s = cg_last_status();
+            if (s == CG_OK) {
+                cg_rl_inputs in = {.logp = logp, .old_logp = old_t, .ref_logp = ref_t, .mask = mask,
+                                   .advantages = adv_b, .rewards = rew_b, .truncated = tr_b, .group_size = G};
+                cg_rl_stats rs;
+                cg_tensor *loss = cg_rl_loss(&c->obj, &in, &rs);
+                s = loss ? cg_backward(loss) : cg_last_status();
+                cg_optim_step_info info = {0};
+                if (s == CG_OK) s = cg_optimizer_step(t->opt, c->opt.lr, &info);
+                cg_optimizer_zero_grad(t->opt);
+                st->loss = rs.loss, st->clip_fraction = rs.clip_frac, st->grad_norm = info.grad_norm;
+                total_tokens += rs.n_tokens;
+            }
+            free(adv_b), free(rew_b), free(tr_b);
+            cg_step_end(); /* the mini-batch's activations and tape */
+        }
+    }
+    st->update_seconds = now_s() - t1;
+    st->update_tokens_per_s = st->update_seconds > 0 ? (double)total_tokens / st->update_seconds : 0;
+    free(adv), free(old_lp), free(ref_lp), free(trunc), free(order);
+    cg_rollout_free(r);
+    cg_step_end();
+    return s;
+}
+
+cg_status cg_rl_evaluate(cg_model *m, const cg_tokenizer *tok, const cg_task_set *tasks, int64_t n,
+                         int64_t max_new_tokens, const cg_reward *rewards, int n_rewards, float correct,
+                         double *accuracy) {
+    if (!accuracy || n <= 0) return cg_set_error(CG_ERR_INVALID_ARG, "rl_evaluate: needs n > 0 and an output");
+    cg_task_set *held = NULL;
+    cg_status s = cg_task_set_split(tasks, CG_SPLIT_HELDOUT, &held);
+    if (s != CG_OK) return s;
+    int64_t size = cg_task_set_size(held);
+    if (n > size) n = size;
+    cg_task_item *items = calloc((size_t)n, sizeof *items);
+    const char **prompts = calloc((size_t)n, sizeof *prompts), **answers = calloc((size_t)n, sizeof *answers);
+    if (!items || !prompts || !answers) s = cg_set_error(CG_ERR_OOM, "rl_evaluate: out of memory");
+    for (int64_t i = 0; s == CG_OK && i < n; i++) {
+        s = cg_task_set_get(held, i, &items[i]);
+        if (s == CG_OK) prompts[i] = items[i].prompt, answers[i] = items[i].answer;
+    }
+    cg_rollout *r = NULL;
+    if (s == CG_OK) {
+        cg_rollout_config rc = {.group_size = 1, .sampling = {.temperature = 0.0f, .max_new_tokens = max_new_tokens}};
+        s = cg_rollout_generate(m, tok, prompts, answers, n, &rc, rewards, n_rewards, &r);
+    }
+    if (s == CG_OK) *accuracy = cg_rollout_fraction_at_least(r, correct);
+    cg_rollout_free(r);
+    for (int64_t i = 0; items && i < n; i++) cg_task_item_free(&items[i]);
+    free(items), free(prompts), free(answers);
+    cg_task_set_free(held);
+    cg_step_end();
+    return s;
+}
