@@ -9,6 +9,7 @@ static const cg_command commands[] = {
     {"info", "show the build, the devices and a quick CPU GEMM figure", cg_cmd_info},
     {"generate", "generate text from a model preset (KV cache, greedy or sampled)", cg_cmd_generate},
     {"inspect", "show the tensors, dtypes, shapes and metadata of a .safetensors file", cg_cmd_inspect},
+    {"train", "train a model on llm.c token shards or a text file (checkpoints, --resume)", cg_cmd_train},
     {"tokenize", "encode text to token ids or decode ids with a tokenizer.json or a character tokenizer", cg_cmd_tokenize},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);

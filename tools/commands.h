@@ -15,5 +15,6 @@ int cg_cmd_info(int argc, char **argv);
 int cg_cmd_inspect(int argc, char **argv);
 int cg_cmd_generate(int argc, char **argv);
 int cg_cmd_tokenize(int argc, char **argv);
+int cg_cmd_train(int argc, char **argv);
 
 #endif
