@@ -624,9 +624,9 @@ static void test_cli_train(void **state) {
     (void)state;
     char text[256], args[1536], out[16384];
     snprintf(text, sizeof text, "%s", write_text("cli.txt", 60));
-    const char *common =
-        "--model gpt2:tiny --batch 2 --seq 16 --total-batch 64 --lr 3e-3 --schedule constant --warmup 2 "
-        "--grad-noise 1e-4 --threads 1 --val-steps 2";
+    const char *common = "--model gpt2:tiny --batch 2 --seq 16 --total-batch 64 --lr 3e-3 --schedule cosine "
+                         "--schedule-steps 4 --warmup 2 "
+                         "--grad-noise 1e-4 --threads 1 --val-steps 2";
     snprintf(args, sizeof args,
              "train %s --data %s --steps 4 --val-every 2 --sample-every 4 --sample-tokens 8 --out %s --metrics %s",
              common, text, tmp_path("cli_a"), tmp_path("a.jsonl"));
@@ -658,7 +658,9 @@ static void test_cli_train(void **state) {
         assert_ok(cg_json_get_double(j, "grad_norm", "metrics", &norm));
         assert_ok(cg_json_get_double(j, "tokens_per_s", "metrics", &tps));
         assert_true(loss > 0 && loss < 5 && norm > 0 && tps > 0);
-        assert_close(lr, lines == 0 ? 1.5e-3 : 3e-3, 1e-6, 0); /* warmup 2: (0 + 1) / 2 of the peak */
+        /* warmup 2 ((s + 1) / 2 of the peak), then cosine over steps 2..3 of 4: r = (s - 2) / 2 */
+        double want = lines < 2 ? 3e-3 * (lines + 1) / 2 : 3e-3 * 0.5 * (1 + cos(M_PI * (lines - 2) / 2.0));
+        assert_close(lr, want, 1e-6, 0);
         bool has_val = cJSON_GetObjectItemCaseSensitive(j, "val_loss") != NULL;
         assert_int_equal(has_val, (lines + 1) % 2 == 0);
         cg_json_free(j);

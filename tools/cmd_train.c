@@ -40,6 +40,7 @@ static void usage(FILE *f) {
         "  --schedule S       cosine (default), linear, wsd or constant, after --warmup N steps (default 0)\n"
         "  --final-frac F     the last lr as a fraction of the peak (default 0)\n"
         "  --decay-frac F     wsd: share of the steps spent decaying (default 0.2); --wsd-sqrt for 1-sqrt decay\n"
+        "  --schedule-steps N the schedule's length (default --steps): stop early on a longer run's schedule\n"
         "optimizer:\n"
         "  --optimizer O      adamw (default), lion or sgd\n"
         "  --weight-decay W   decoupled (default: the optimizer's PyTorch default); not on norms, biases and,\n"
@@ -63,7 +64,8 @@ static void usage(FILE *f) {
         "  --out DIR          checkpoints in DIR/ckpt_<step>/ (model or adapter + train_state.bin)\n"
         "  --save-every N     checkpoint every N steps (default 0: at the end only)\n"
         "  --keep-last K      keep the K newest checkpoints (default 0 = all)\n"
-        "  --resume           continue from the newest checkpoint in --out (bit-exact on the CPU)\n"
+        "  --resume           continue from the newest checkpoint in --out, bit-exactly on the CPU when the\n"
+        "                     flags (and the schedule's length) are those of the original run\n"
         "  --metrics FILE     one JSON object per step (step, loss, lr, grad_norm, tokens_per_s, ...)\n"
         "presets:");
     for (int i = 0; i < cg_model_preset_count(); i++)
@@ -98,7 +100,7 @@ static int parse_f32(const char *flag, const char *v, float *out) {
 typedef struct train_args {
     const char *model, *data, *val, *tokenizer, *out, *metrics, *device, *optimizer, *schedule, *lora_targets;
     int64_t init_seed, steps, batch, seq, total_batch, warmup, threads, val_every, val_steps, sample_every,
-        sample_tokens, save_every, keep_last, lora_rank, seed;
+        sample_tokens, save_every, keep_last, lora_rank, seed, schedule_steps;
     float lr, final_frac, decay_frac, weight_decay, beta1, beta2, eps, momentum, clip, grad_noise, skip_loss_z,
         skip_grad_z, lora_alpha, lora_dropout, val_frac;
     bool have_wd, have_beta1, have_beta2, have_eps, nesterov, decay_embeddings, wsd_sqrt, rslora, resume;
@@ -143,22 +145,23 @@ static int parse_args(int argc, char **argv, train_args *a) {
                            : strcmp(f, "--schedule") == 0     ? &a->schedule
                            : strcmp(f, "--lora-targets") == 0 ? &a->lora_targets
                                                               : NULL;
-        int64_t *i64 = strcmp(f, "--init-seed") == 0       ? &a->init_seed
-                       : strcmp(f, "--steps") == 0         ? &a->steps
-                       : strcmp(f, "--batch") == 0         ? &a->batch
-                       : strcmp(f, "--seq") == 0           ? &a->seq
-                       : strcmp(f, "--total-batch") == 0   ? &a->total_batch
-                       : strcmp(f, "--warmup") == 0        ? &a->warmup
-                       : strcmp(f, "--threads") == 0       ? &a->threads
-                       : strcmp(f, "--val-every") == 0     ? &a->val_every
-                       : strcmp(f, "--val-steps") == 0     ? &a->val_steps
-                       : strcmp(f, "--sample-every") == 0  ? &a->sample_every
-                       : strcmp(f, "--sample-tokens") == 0 ? &a->sample_tokens
-                       : strcmp(f, "--save-every") == 0    ? &a->save_every
-                       : strcmp(f, "--keep-last") == 0     ? &a->keep_last
-                       : strcmp(f, "--lora-rank") == 0     ? &a->lora_rank
-                       : strcmp(f, "--seed") == 0          ? &a->seed
-                                                           : NULL;
+        int64_t *i64 = strcmp(f, "--init-seed") == 0        ? &a->init_seed
+                       : strcmp(f, "--steps") == 0          ? &a->steps
+                       : strcmp(f, "--batch") == 0          ? &a->batch
+                       : strcmp(f, "--seq") == 0            ? &a->seq
+                       : strcmp(f, "--total-batch") == 0    ? &a->total_batch
+                       : strcmp(f, "--warmup") == 0         ? &a->warmup
+                       : strcmp(f, "--threads") == 0        ? &a->threads
+                       : strcmp(f, "--val-every") == 0      ? &a->val_every
+                       : strcmp(f, "--val-steps") == 0      ? &a->val_steps
+                       : strcmp(f, "--sample-every") == 0   ? &a->sample_every
+                       : strcmp(f, "--sample-tokens") == 0  ? &a->sample_tokens
+                       : strcmp(f, "--save-every") == 0     ? &a->save_every
+                       : strcmp(f, "--keep-last") == 0      ? &a->keep_last
+                       : strcmp(f, "--lora-rank") == 0      ? &a->lora_rank
+                       : strcmp(f, "--seed") == 0           ? &a->seed
+                       : strcmp(f, "--schedule-steps") == 0 ? &a->schedule_steps
+                                                            : NULL;
         float *f32 = strcmp(f, "--lr") == 0             ? &a->lr
                      : strcmp(f, "--final-frac") == 0   ? &a->final_frac
                      : strcmp(f, "--decay-frac") == 0   ? &a->decay_frac
@@ -193,7 +196,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
     }
     if (a->steps < 1 || a->batch < 1 || a->seq < 1 || a->total_batch < 0 || a->warmup < 0 || a->val_every < 0 ||
         a->val_steps < 1 || a->sample_every < 0 || a->sample_tokens < 0 || a->save_every < 0 || a->keep_last < 0 ||
-        a->lora_rank < 0 || a->keep_last > 1000000 || a->lora_rank > 1 << 20) {
+        a->lora_rank < 0 || a->schedule_steps < 0 || a->keep_last > 1000000 || a->lora_rank > 1 << 20) {
         ERR("--steps, --batch, --seq, --val-steps must be >= 1 and the other counts >= 0");
         return 2;
     }
@@ -382,7 +385,7 @@ int cg_cmd_train(int argc, char **argv) {
     tc.schedule = (cg_lr_schedule_config){.kind = skind,
                                           .lr = a.lr,
                                           .warmup_steps = a.warmup,
-                                          .total_steps = a.steps,
+                                          .total_steps = a.schedule_steps ? a.schedule_steps : a.steps,
                                           .final_frac = a.final_frac,
                                           .decay_frac = a.decay_frac,
                                           .wsd_sqrt = a.wsd_sqrt};
