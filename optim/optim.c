@@ -38,8 +38,7 @@ static const char *const kind_names[] = {"sgd", "adamw", "lion"};
 const char *cg_optimizer_kind_name(cg_optimizer_kind kind) { return (unsigned)kind < 3 ? kind_names[kind] : "unknown"; }
 
 cg_status cg_optimizer_kind_from_name(const char *name, cg_optimizer_kind *out) {
-    if (!name || !out)
-        return cg_set_error(CG_ERR_INVALID_ARG, "optimizer: NULL name");
+    if (!name || !out) return cg_set_error(CG_ERR_INVALID_ARG, "optimizer: NULL name");
     for (int i = 0; i < 3; i++) {
         if (strcmp(name, kind_names[i]) == 0) {
             *out = (cg_optimizer_kind)i;
@@ -55,8 +54,7 @@ static bool ends_with(const char *s, const char *suffix) {
 }
 
 bool cg_optimizer_default_decays(const cg_tensor *t, bool decay_embeddings) {
-    if (!t || t->ndim < 2)
-        return false;
+    if (!t || t->ndim < 2) return false;
     if (!decay_embeddings && t->name &&
         (ends_with(t->name, "wte.weight") || ends_with(t->name, "embed_tokens.weight") ||
          ends_with(t->name, "wpe.weight")))
@@ -98,8 +96,7 @@ static cg_status check_config(const cg_optimizer_config *c) {
 
 static cg_status check_param(const cg_tensor *t, int i) {
     char desc[96];
-    if (!t)
-        return cg_set_error(CG_ERR_INVALID_ARG, "optimizer: parameter %d is NULL", i);
+    if (!t) return cg_set_error(CG_ERR_INVALID_ARG, "optimizer: parameter %d is NULL", i);
     const char *name = t->name ? t->name : "(unnamed)";
     if (t->device.type != CG_DEVICE_CPU)
         return cg_set_error(CG_ERR_UNSUPPORTED,
@@ -121,8 +118,7 @@ static cg_status create_flat(const cg_optimizer_config *cfg, int n, cg_tensor *c
                              const float *weight_decay, cg_optimizer **out) {
     cg_status s;
     cg_optimizer *o = calloc(1, sizeof *o);
-    if (!o)
-        return cg_set_error(CG_ERR_OOM, "optimizer: out of host memory");
+    if (!o) return cg_set_error(CG_ERR_OOM, "optimizer: out of host memory");
     o->cfg = *cfg;
     o->n_params = n;
     o->params = calloc((size_t)(n ? n : 1), sizeof *o->params);
@@ -133,8 +129,7 @@ static cg_status create_flat(const cg_optimizer_config *cfg, int n, cg_tensor *c
     int64_t total = 0, n_chunks = 0;
     for (int i = 0; i < n; i++) {
         cg_tensor *t = list[i];
-        if ((s = check_param(t, i)) != CG_OK)
-            goto fail;
+        if ((s = check_param(t, i)) != CG_OK) goto fail;
         for (int j = 0; j < i; j++) {
             if (o->params[j].t == t) {
                 s = cg_set_error(CG_ERR_INVALID_ARG, "optimizer: parameter %d (%s) is listed twice (also as %d)", i,
@@ -206,14 +201,11 @@ fail:
 
 cg_status cg_optimizer_create_groups(const cg_optimizer_config *cfg, int n_groups, const cg_param_group *groups,
                                      cg_optimizer **out) {
-    if (!out)
-        return cg_set_error(CG_ERR_INVALID_ARG, "optimizer: NULL output");
+    if (!out) return cg_set_error(CG_ERR_INVALID_ARG, "optimizer: NULL output");
     *out = NULL;
-    if (!cfg)
-        return cg_set_error(CG_ERR_INVALID_ARG, "optimizer: NULL config");
+    if (!cfg) return cg_set_error(CG_ERR_INVALID_ARG, "optimizer: NULL config");
     cg_status s = check_config(cfg);
-    if (s != CG_OK)
-        return s;
+    if (s != CG_OK) return s;
     if (n_groups < 0 || (n_groups > 0 && !groups))
         return cg_set_error(CG_ERR_INVALID_ARG, "optimizer: %d groups with a NULL group list", n_groups);
     int n = 0;
@@ -225,8 +217,7 @@ cg_status cg_optimizer_create_groups(const cg_optimizer_config *cfg, int n_group
             return cg_set_error(CG_ERR_INVALID_ARG,
                                 "optimizer: group %d: lr_mult %g and weight_decay %g must be finite and >= 0", g,
                                 groups[g].lr_mult, groups[g].weight_decay);
-        if (groups[g].n > INT32_MAX / 2 - n)
-            return cg_set_error(CG_ERR_INVALID_ARG, "optimizer: too many parameters");
+        if (groups[g].n > INT32_MAX / 2 - n) return cg_set_error(CG_ERR_INVALID_ARG, "optimizer: too many parameters");
         n += groups[g].n;
     }
     cg_tensor **list = malloc(sizeof *list * (size_t)(n ? n : 1));
@@ -252,14 +243,11 @@ cg_status cg_optimizer_create_groups(const cg_optimizer_config *cfg, int n_group
 }
 
 cg_status cg_optimizer_create(const cg_optimizer_config *cfg, int n, cg_tensor *const *params, cg_optimizer **out) {
-    if (!out)
-        return cg_set_error(CG_ERR_INVALID_ARG, "optimizer: NULL output");
+    if (!out) return cg_set_error(CG_ERR_INVALID_ARG, "optimizer: NULL output");
     *out = NULL;
-    if (!cfg)
-        return cg_set_error(CG_ERR_INVALID_ARG, "optimizer: NULL config");
+    if (!cfg) return cg_set_error(CG_ERR_INVALID_ARG, "optimizer: NULL config");
     cg_status s = check_config(cfg);
-    if (s != CG_OK)
-        return s;
+    if (s != CG_OK) return s;
     if (n < 0 || (n > 0 && !params))
         return cg_set_error(CG_ERR_INVALID_ARG, "optimizer: %d parameters with a NULL list", n);
     float *lr_mult = malloc(sizeof *lr_mult * (size_t)(n ? n : 1));
@@ -279,10 +267,8 @@ cg_status cg_optimizer_create(const cg_optimizer_config *cfg, int n, cg_tensor *
 }
 
 void cg_optimizer_free(cg_optimizer *o) {
-    if (!o)
-        return;
-    if (o->arena)
-        cg_arena_destroy(o->arena);
+    if (!o) return;
+    if (o->arena) cg_arena_destroy(o->arena);
     free(o->chunks);
     free(o->params);
     free(o);
@@ -304,8 +290,7 @@ float cg_optimizer_param_lr_mult(const cg_optimizer *o, int i) {
 }
 
 void cg_optimizer_zero_grad(cg_optimizer *o) {
-    if (!o)
-        return;
+    if (!o) return;
     for (int i = 0; i < o->n_params; i++)
         cg_zero_grad(o->params[i].t);
 }
@@ -314,8 +299,7 @@ void cg_optimizer_zero_grad(cg_optimizer *o) {
 
 static cg_status check_grad(const cg_optim_param *p, int i) {
     const cg_tensor *g = p->t->grad;
-    if (!g)
-        return CG_OK;
+    if (!g) return CG_OK;
     char desc[96], pdesc[96];
     if (g->device.type != CG_DEVICE_CPU || g->dtype != CG_F32 || !cg_is_contiguous(g) || cg_numel(g) != p->numel)
         return cg_set_error(CG_ERR_INVALID_ARG,
@@ -339,8 +323,7 @@ typedef struct step_consts {
 
 static void update_chunk(const cg_optimizer *o, const cg_optim_chunk *c, const step_consts *k, float lr) {
     const cg_optim_param *p = &o->params[c->param];
-    if (!p->t->grad)
-        return;
+    if (!p->t->grad) return;
     float *w = (float *)cg_data(p->t) + c->start;
     const float *g = (const float *)cg_data(p->t->grad) + c->start;
     float *s0 = p->state[0] ? p->state[0] + c->start : NULL;
@@ -364,8 +347,7 @@ static void update_chunk(const cg_optimizer *o, const cg_optim_chunk *c, const s
 
     for (int64_t i = 0; i < c->len; i++) {
         float gi = g[i];
-        if (k->clip != 1.0f)
-            gi *= k->clip;
+        if (k->clip != 1.0f) gi *= k->clip;
         if (k->noise_std > 0.0f) {
             uint64_t j = (uint64_t)(j0 + i);
             uint64_t block = k->noise_block0 + (j >> 2);
@@ -379,8 +361,7 @@ static void update_chunk(const cg_optimizer *o, const cg_optim_chunk *c, const s
             gi += k->noise_std * z[j & 3];
         }
         float wi = w[i];
-        if (decays)
-            wi *= decay;
+        if (decays) wi *= decay;
         switch (o->cfg.kind) {
         case CG_OPT_SGD: {
             float d = gi;
@@ -414,25 +395,9 @@ static void update_chunk(const cg_optimizer *o, const cg_optim_chunk *c, const s
     }
 }
 
-cg_status cg_optimizer_step(cg_optimizer *o, float lr, cg_optim_step_info *info) {
-    if (info) {
-        memset(info, 0, sizeof *info);
-        info->first_nonfinite = -1;
-        info->clip_coef = 1.0;
-    }
-    if (!o)
-        return cg_set_error(CG_ERR_INVALID_ARG, "optimizer step: NULL optimizer");
-    if (!finite_nonneg(lr))
-        return cg_set_error(CG_ERR_INVALID_ARG, "optimizer step: lr %g must be finite and >= 0", lr);
-    for (int i = 0; i < o->n_params; i++) {
-        cg_status s = check_grad(&o->params[i], i);
-        if (s != CG_OK)
-            return s;
-    }
-    if (info)
-        info->step = o->step;
-
-    /* 1-2: non-finite elements and the sum of squares, per chunk, then summed in chunk order. */
+/* Non-finite gradient elements and the sum of squares, per chunk, then summed in chunk order (so the result
+ * does not depend on the thread count). */
+static void scan_grads(cg_optimizer *o, double *sumsq_out, int64_t *nonfinite_out, int *first_bad_out) {
     const int64_t nc = o->n_chunks;
     CG_OMP_FOR_IF(o->total_elements > 65536)
     for (int64_t c = 0; c < nc; c++) {
@@ -444,8 +409,7 @@ cg_status cg_optimizer_step(cg_optimizer *o, float lr, cg_optim_step_info *info)
             const float *g = (const float *)cg_data(gt) + ch->start;
             for (int64_t i = 0; i < ch->len; i++) {
                 float x = g[i];
-                if (!isfinite(x))
-                    bad++;
+                if (!isfinite(x)) bad++;
                 sum += (double)x * (double)x;
             }
         }
@@ -458,9 +422,48 @@ cg_status cg_optimizer_step(cg_optimizer *o, float lr, cg_optim_step_info *info)
     for (int64_t c = 0; c < nc; c++) {
         sumsq += o->chunk_sumsq[c];
         nonfinite += o->chunk_nonfinite[c];
-        if (o->chunk_nonfinite[c] && first_bad < 0)
-            first_bad = o->chunks[c].param;
+        if (o->chunk_nonfinite[c] && first_bad < 0) first_bad = o->chunks[c].param;
     }
+    *sumsq_out = sumsq;
+    *nonfinite_out = nonfinite;
+    *first_bad_out = first_bad;
+}
+
+cg_status cg_optimizer_grad_norm(cg_optimizer *o, double *norm, int64_t *nonfinite) {
+    if (!o || !norm) return cg_set_error(CG_ERR_INVALID_ARG, "optimizer grad_norm: NULL argument");
+    for (int i = 0; i < o->n_params; i++) {
+        cg_status s = check_grad(&o->params[i], i);
+        if (s != CG_OK) return s;
+    }
+    double sumsq;
+    int64_t bad;
+    int first;
+    scan_grads(o, &sumsq, &bad, &first);
+    *norm = bad ? (double)NAN : sqrt(sumsq);
+    if (nonfinite) *nonfinite = bad;
+    return CG_OK;
+}
+
+cg_status cg_optimizer_step(cg_optimizer *o, float lr, cg_optim_step_info *info) {
+    if (info) {
+        memset(info, 0, sizeof *info);
+        info->first_nonfinite = -1;
+        info->clip_coef = 1.0;
+    }
+    if (!o) return cg_set_error(CG_ERR_INVALID_ARG, "optimizer step: NULL optimizer");
+    if (!finite_nonneg(lr))
+        return cg_set_error(CG_ERR_INVALID_ARG, "optimizer step: lr %g must be finite and >= 0", lr);
+    for (int i = 0; i < o->n_params; i++) {
+        cg_status s = check_grad(&o->params[i], i);
+        if (s != CG_OK) return s;
+    }
+    if (info) info->step = o->step;
+
+    /* 1-2: non-finite elements and the sum of squares. */
+    double sumsq;
+    int64_t nonfinite;
+    int first_bad;
+    scan_grads(o, &sumsq, &nonfinite, &first_bad);
     double norm = sqrt(sumsq);
     if (info) {
         info->grad_norm = nonfinite ? (double)NAN : norm;
@@ -468,8 +471,7 @@ cg_status cg_optimizer_step(cg_optimizer *o, float lr, cg_optim_step_info *info)
         info->first_nonfinite = first_bad;
     }
     if (nonfinite) {
-        if (info)
-            info->skipped = true;
+        if (info) info->skipped = true;
         return CG_OK;
     }
 
@@ -479,8 +481,7 @@ cg_status cg_optimizer_step(cg_optimizer *o, float lr, cg_optim_step_info *info)
     k.clip = 1.0f;
     if (o->cfg.grad_clip > 0.0f) {
         double coef = (double)o->cfg.grad_clip / (norm + 1e-6);
-        if (coef < 1.0)
-            k.clip = (float)coef;
+        if (coef < 1.0) k.clip = (float)coef;
     }
     if (o->cfg.grad_noise_eta > 0.0f) {
         double var = (double)o->cfg.grad_noise_eta / pow(1.0 + (double)o->step, 0.55);
@@ -498,6 +499,7 @@ cg_status cg_optimizer_step(cg_optimizer *o, float lr, cg_optim_step_info *info)
     k.momentum = o->cfg.momentum;
     k.nesterov = o->cfg.nesterov;
 
+    const int64_t nc = o->n_chunks;
     CG_OMP_FOR_IF(o->total_elements > 65536)
     for (int64_t c = 0; c < nc; c++)
         update_chunk(o, &o->chunks[c], &k, lr);

@@ -114,6 +114,10 @@ typedef struct cg_optim_step_info {
 
 /* One update with learning rate lr (>= 0, finite). info may be NULL. A skipped step returns CG_OK. */
 cg_status cg_optimizer_step(cg_optimizer *opt, float lr, cg_optim_step_info *info);
+/* The global gradient norm (NaN when some element is not finite) and the count of non-finite elements
+ * (nonfinite may be NULL), as step 1-2 of cg_optimizer_step computes them, without changing anything: for
+ * callers that decide on the norm before stepping (the trainer's outlier guard). */
+cg_status cg_optimizer_grad_norm(cg_optimizer *opt, double *norm, int64_t *nonfinite);
 /* Zeroes every parameter's gradient. */
 void cg_optimizer_zero_grad(cg_optimizer *opt);
 /* Updates made so far (skipped steps do not count). */

@@ -30,15 +30,13 @@ static uint64_t get_u64(const unsigned char *p) {
 
 /* fp32 values are copied as their bytes: every supported host is little-endian (x86-64, aarch64). */
 size_t cg_optimizer_state_bytes(const cg_optimizer *o) {
-    if (!o)
-        return 0;
+    if (!o) return 0;
     return STATE_HEADER_BYTES + 8 * (size_t)o->n_params +
            (size_t)o->n_state * (size_t)o->total_elements * sizeof(float);
 }
 
 cg_status cg_optimizer_save_state(const cg_optimizer *o, void *buf) {
-    if (!o || !buf)
-        return cg_set_error(CG_ERR_INVALID_ARG, "optimizer save_state: NULL argument");
+    if (!o || !buf) return cg_set_error(CG_ERR_INVALID_ARG, "optimizer save_state: NULL argument");
     unsigned char *p = buf;
     memcpy(p, STATE_MAGIC, 8);
     put_u32(p + 8, STATE_VERSION);
@@ -52,8 +50,7 @@ cg_status cg_optimizer_save_state(const cg_optimizer *o, void *buf) {
     for (int k = 0; k < o->n_state; k++) {
         for (int i = 0; i < o->n_params; i++) {
             size_t nb = (size_t)o->params[i].numel * sizeof(float);
-            if (nb)
-                memcpy(p, o->params[i].state[k], nb);
+            if (nb) memcpy(p, o->params[i].state[k], nb);
             p += nb;
         }
     }
@@ -61,8 +58,7 @@ cg_status cg_optimizer_save_state(const cg_optimizer *o, void *buf) {
 }
 
 cg_status cg_optimizer_load_state(cg_optimizer *o, const void *buf, size_t n) {
-    if (!o || !buf)
-        return cg_set_error(CG_ERR_INVALID_ARG, "optimizer load_state: NULL argument");
+    if (!o || !buf) return cg_set_error(CG_ERR_INVALID_ARG, "optimizer load_state: NULL argument");
     const unsigned char *p = buf;
     if (n < STATE_HEADER_BYTES || memcmp(p, STATE_MAGIC, 8) != 0)
         return cg_set_error(CG_ERR_FORMAT, "optimizer load_state: not an optimizer state (%zu bytes, no '%s' header)",
@@ -80,8 +76,7 @@ cg_status cg_optimizer_load_state(cg_optimizer *o, const void *buf, size_t n) {
             CG_ERR_INVALID_ARG,
             "optimizer load_state: the state has %u parameters with %u state tensors each, this optimizer %d with %d",
             n_params, n_state, o->n_params, o->n_state);
-    if (step < 0)
-        return cg_set_error(CG_ERR_FORMAT, "optimizer load_state: negative step %lld", (long long)step);
+    if (step < 0) return cg_set_error(CG_ERR_FORMAT, "optimizer load_state: negative step %lld", (long long)step);
     if (n != cg_optimizer_state_bytes(o))
         return cg_set_error(CG_ERR_FORMAT, "optimizer load_state: %zu bytes, expected %zu", n,
                             cg_optimizer_state_bytes(o));
@@ -98,8 +93,7 @@ cg_status cg_optimizer_load_state(cg_optimizer *o, const void *buf, size_t n) {
     for (int k = 0; k < o->n_state; k++) {
         for (int i = 0; i < o->n_params; i++) {
             size_t nb = (size_t)o->params[i].numel * sizeof(float);
-            if (nb)
-                memcpy(o->params[i].state[k], p, nb);
+            if (nb) memcpy(o->params[i].state[k], p, nb);
             p += nb;
         }
     }

@@ -393,6 +393,11 @@ static void test_clipping(void **state) {
     cfg.grad_clip = 1.0f;
     cg_optimizer *opt;
     assert_ok(cg_optimizer_create(&cfg, 2, ps, &opt));
+    double norm;
+    int64_t bad;
+    assert_ok(cg_optimizer_grad_norm(opt, &norm, &bad));
+    assert_close(norm, 5.0, 1e-12, 0);
+    assert_int_equal(bad, 0);
     cg_optim_step_info info;
     assert_ok(cg_optimizer_step(opt, 1.0f, &info));
     assert_close(info.grad_norm, 5.0, 1e-12, 0);

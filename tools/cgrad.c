@@ -7,10 +7,11 @@
 
 static const cg_command commands[] = {
     {"info", "show the build, the devices and a quick CPU GEMM figure", cg_cmd_info},
-    {"generate", "generate text from a model preset (KV cache, greedy or sampled)", cg_cmd_generate},
-    {"inspect", "show the tensors, dtypes, shapes and metadata of a .safetensors file", cg_cmd_inspect},
+    {"generate", "generate text from a preset or checkpoint (KV cache, greedy or sampled)", cg_cmd_generate},
+    {"inspect", "show a .safetensors file, a model directory, an llm.c checkpoint or token shard", cg_cmd_inspect},
     {"plot", "draw keys of a metrics .jsonl file (reward, accuracy, loss...) per step to an SVG", cg_cmd_plot},
     {"rl", "policy-gradient RL on a verifiable task (no flags: the default demo)", cg_cmd_rl},
+    {"train", "train a model on llm.c token shards or a text file (checkpoints, --resume)", cg_cmd_train},
     {"tokenize", "encode text to token ids or decode ids with a tokenizer.json or a character tokenizer", cg_cmd_tokenize},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);

@@ -17,5 +17,6 @@ int cg_cmd_generate(int argc, char **argv);
 int cg_cmd_tokenize(int argc, char **argv);
 int cg_cmd_plot(int argc, char **argv);
 int cg_cmd_rl(int argc, char **argv);
+int cg_cmd_train(int argc, char **argv);
 
 #endif

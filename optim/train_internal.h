@@ -1,0 +1,32 @@
+/* The trainer's layout, shared by optim/train.c (the step loop) and optim/train_checkpoint.c. */
+#ifndef CG_TRAIN_INTERNAL_H
+#define CG_TRAIN_INTERNAL_H
+
+#include "optim/train.h"
+
+#define CG_OUTLIER_DEFAULT_WINDOW 128
+
+/* llm.c's OutlierDetector: a ring of the last `window` finite values. */
+typedef struct cg_outlier_window {
+    int window, count, next;
+    double *values;
+} cg_outlier_window;
+
+struct cg_trainer {
+    cg_model *model;
+    cg_data_loader *data;
+    cg_train_config cfg;
+    cg_optimizer *opt;
+    int n_params;
+    cg_tensor **params; /* the trainable parameters, in cg_model_trainable order */
+    int accum;
+    int64_t step, tokens_seen;
+    int32_t *inputs, *targets; /* [B * T] */
+    cg_outlier_window loss_window, grad_window;
+    double flops_per_token;
+};
+
+/* z of x against the window (NaN until full), then x enters the window (if finite). */
+double cg_outlier_update(cg_outlier_window *w, double x);
+
+#endif
