@@ -25,7 +25,9 @@
 #include "models/model.h"
 #include "models/tokenizer.h"
 
+#include "optim/data.h"
 #include "optim/optim.h"
+#include "optim/train.h"
 
 #include "rl/advantage.h"
 #include "rl/objective.h"
@@ -36,7 +38,9 @@
 #include "rl/trainer.h"
 #include "models/tokenizer.h"
 
+#include "optim/data.h"
 #include "optim/optim.h"
+#include "optim/train.h"
 
 #include "rl/advantage.h"
 #include "rl/objective.h"

@@ -309,6 +309,9 @@ int cg_cmd_rl(int argc, char **argv) {
         }
         cg_optimizer_free(sopt);
         cg_task_set_free(train);
+        char sft_dir[4096];
+        snprintf(sft_dir, sizeof sft_dir, "%s/sft_model", A.out);
+        if (s == CG_OK) s = cg_model_save_hf(m, sft_dir, 0, CG_F32);
         if (s != CG_OK) goto done;
     }
     if (A.lora_rank > 0) {
@@ -354,7 +357,17 @@ int cg_cmd_rl(int argc, char **argv) {
         snprintf(title, sizeof title, "%s on %s: held-out accuracy %.1f%% -> %.1f%%", cg_rl_algo_name(algo),
                  A.task, 100 * acc_before, 100 * acc_after);
         s = cg_svg_plot_write(plot_path, title, "RL step", 2, series);
-        if (s == CG_OK) printf("wrote %s and %s\n", metrics_path, plot_path);
+        char final_dir[4096];
+        snprintf(final_dir, sizeof final_dir, "%s/model", A.out);
+        if (s == CG_OK) s = A.lora_rank > 0 ? CG_OK : cg_model_save_hf(m, final_dir, 0, CG_F32);
+        if (s == CG_OK && A.lora_rank > 0) {
+            snprintf(final_dir, sizeof final_dir, "%s/adapter", A.out);
+            cg_lora_config lc = cg_lora_config_default();
+            lc.rank = (int)A.lora_rank, lc.alpha = A.lora_alpha > 0 ? A.lora_alpha : 2.0f * (float)A.lora_rank;
+            lc.rslora = A.rslora, lc.dropout = A.lora_dropout, lc.targets = A.lora_targets, lc.seed = (uint64_t)A.seed;
+            s = cg_lora_save(m, &lc, final_dir);
+        }
+        if (s == CG_OK) printf("wrote %s, %s and %s\n", metrics_path, plot_path, final_dir);
     }
     free(xs), free(rw), free(ac);
 done:
