@@ -34,7 +34,10 @@ typedef enum cg_rl_algo {
     CG_RL_DAPO,      /* clip-higher, token-mean, dual clip; dynamic sampling and overlong shaping (spec 2.2) */
     CG_RL_GPPO,      /* gradient-preserving clip with beta1/beta2, optional SFT term on positives (spec 4) */
     CG_RL_DISCO,     /* DisCO: positives' mean score minus tau-log-sum-exp over negatives, KL hinge (spec 3) */
-    CG_RL_DISCOB,    /* DisCO-b: positives' mean score minus negatives' mean score, KL hinge (spec 3) */
+    CG_RL_DISCOB,    /* DisCO-b: positives' mean score minus negatives' mean score, KL hinge (spec 3).
+                      * Both: binary rewards; questions without a positive and a negative are dropped but
+                      * counted in the denominator; with no valid question the loss is 0 * mean(scores)
+                      * (no penalty), as the reference code does (spec 3.3). */
     CG_RL_REINFORCE, /* -A * logp: REINFORCE with the baseline of the advantage estimator (spec 1.3) */
     CG_RL_ALGO_COUNT
 } cg_rl_algo;
@@ -79,7 +82,8 @@ typedef struct cg_rl_config {
     float clip_low, clip_high; /* eps_low, eps_high */
     float dual_clip;           /* clip_ratio_c > 1: for A < 0 the loss is capped at -A * c (verl); 0 = off */
     float log_ratio_clamp;     /* logp - logp_old (and logp_ref - logp) clamped to [-c, c] before exp, as verl
-                                  does with c = 20, so a padding or outlier token cannot overflow; 0 = off */
+                                  does with c = 20, so an outlier token cannot overflow; 0 = off. Token-level
+                                  algorithms only (DisCO's L-ratio score is unclipped, spec 3.1) */
 
     /* k3 KL to the reference policy, added per token as beta * agg(k3) (spec 1.1); needs ref_logp when > 0.
      * Token-level algorithms only. */
