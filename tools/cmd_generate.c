@@ -163,6 +163,9 @@ int cg_cmd_generate(int argc, char **argv) {
         return 1;
     }
     const int32_t *rows[1] = {ids};
+    /* the tokenizer's end token stops generation */
+    int32_t eos = tok ? cg_tokenizer_eos_id(tok) : -1;
+    if (eos >= 0) s.stop_tokens = &eos, s.n_stop = 1;
     cg_generation *g = NULL;
     double t0 = now_s();
     cg_status st = cg_generate(m, rows, &n, 1, &s, &g);
