@@ -5,24 +5,10 @@
 
 #include "test_util.h"
 
-/* Runs `$CGRAD_BIN args`, capturing stdout+stderr into out; returns the exit code. */
-static int run_cgrad(const char *args, char *out, size_t n) {
-    const char *bin = getenv("CGRAD_BIN");
-    if (!bin) bin = "build/bin/cgrad";
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", bin, args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t len = fread(out, 1, n - 1, p);
-    out[len] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 static void test_version(void **state) {
     (void)state;
     char out[4096];
-    assert_int_equal(run_cgrad("--version", out, sizeof out), 0);
+    assert_int_equal(cg_test_run_cgrad("--version", out, sizeof out), 0);
     char want[256];
     snprintf(want, sizeof want, "cgrad %s (%s)\n", cg_version(), cg_features());
     assert_string_equal(out, want);
@@ -32,20 +18,20 @@ static void test_version(void **state) {
 static void test_unknown_command_and_usage(void **state) {
     (void)state;
     char out[4096];
-    assert_int_equal(run_cgrad("frobnicate", out, sizeof out), 2);
+    assert_int_equal(cg_test_run_cgrad("frobnicate", out, sizeof out), 2);
     assert_non_null(strstr(out, "unknown command 'frobnicate'"));
-    assert_int_equal(run_cgrad("", out, sizeof out), 2);
+    assert_int_equal(cg_test_run_cgrad("", out, sizeof out), 2);
     assert_non_null(strstr(out, "usage: cgrad"));
-    assert_int_equal(run_cgrad("--help", out, sizeof out), 0);
+    assert_int_equal(cg_test_run_cgrad("--help", out, sizeof out), 0);
     assert_non_null(strstr(out, "info"));
 }
 
 static void test_info(void **state) {
     (void)state;
     char out[4096];
-    assert_int_equal(run_cgrad("info", out, sizeof out), 0);
+    assert_int_equal(cg_test_run_cgrad("info", out, sizeof out), 0);
     assert_non_null(strstr(out, "cpu sgemm 512^3"));
-    assert_int_equal(run_cgrad("info --bogus", out, sizeof out), 2);
+    assert_int_equal(cg_test_run_cgrad("info --bogus", out, sizeof out), 2);
     assert_non_null(strstr(out, "unknown flag '--bogus'"));
 }
 
@@ -58,12 +44,12 @@ static void test_inspect_token_shard(void **state) {
     for (int i = 0; i < 20; i++) tokens[i] = 1000 * i;
     assert_ok(cg_token_file_write(path, tokens, 20, 2));
     snprintf(cmd, sizeof cmd, "inspect %s", path);
-    assert_int_equal(run_cgrad(cmd, out, sizeof out), 0);
+    assert_int_equal(cg_test_run_cgrad(cmd, out, sizeof out), 0);
     assert_non_null(strstr(out, "llm.c token shard, 20 tokens of 16 bits"));
     assert_non_null(strstr(out, "first tokens: 0 1000 2000"));
     /* truncate it: one line on stderr naming the problem, exit 1 */
     assert_int_equal(truncate(path, 1024 + 10), 0);
-    assert_int_equal(run_cgrad(cmd, out, sizeof out), 1);
+    assert_int_equal(cg_test_run_cgrad(cmd, out, sizeof out), 1);
     assert_non_null(strstr(out, "cgrad inspect: "));
     assert_non_null(strstr(out, "truncated"));
     assert_null(strchr(out, '\n') == out + strlen(out) - 1 ? NULL : "more than one line");
@@ -83,7 +69,7 @@ static void test_plot(void **state) {
                "{\"step\": 2, \"reward\": 0.7, \"accuracy\": 0.6}\n");
     fclose(f);
     snprintf(cmd, sizeof cmd, "plot %s --out %s --title 'RL <demo>'", metrics, svg);
-    assert_int_equal(run_cgrad(cmd, out, sizeof out), 0);
+    assert_int_equal(cg_test_run_cgrad(cmd, out, sizeof out), 0);
     assert_non_null(strstr(out, "3 points, 2 series"));
     f = fopen(svg, "r");
     assert_non_null(f);
@@ -102,7 +88,7 @@ static void test_plot(void **state) {
     f = fopen(metrics, "a");
     fprintf(f, "{oops\n");
     fclose(f);
-    assert_int_equal(run_cgrad(cmd, out, sizeof out), 1);
+    assert_int_equal(cg_test_run_cgrad(cmd, out, sizeof out), 1);
     assert_non_null(strstr(out, "m.jsonl:5"));
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     assert_int_equal(system(cmd), 0);

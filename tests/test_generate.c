@@ -539,24 +539,11 @@ static void test_generate_errors(void **state) {
 
 /* ------------------------------------------------------------------ the command */
 
-static int run_cgrad(const char *args, char *out, size_t n) {
-    const char *bin = getenv("CGRAD_BIN");
-    if (!bin) bin = "build/bin/cgrad";
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", bin, args);
-    FILE *f = popen(cmd, "r");
-    assert_non_null(f);
-    size_t len = fread(out, 1, n - 1, f);
-    out[len] = '\0';
-    int status = pclose(f);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 /* The ids the command prints equal cg_generate's on the same preset, weights seed, prompt ids and sampling. */
 static void test_cli_generate(void **state) {
     (void)state;
     char out[8192];
-    int rc = run_cgrad("generate --model llama:tiny --prompt 'abc' --max-new 6 --temperature 0.7 --top-k 20 --seed 9 "
+    int rc = cg_test_run_cgrad("generate --model llama:tiny --prompt 'abc' --max-new 6 --temperature 0.7 --top-k 20 --seed 9 "
                        "--init-seed 4 --ids", out, sizeof out);
     if (rc != 0) print_error("%s\n", out);
     assert_int_equal(rc, 0);
@@ -585,19 +572,19 @@ static void test_cli_generate(void **state) {
     cg_model_free(m);
     /* the same command gives the same text */
     char again[8192];
-    assert_int_equal(run_cgrad("generate --model llama:tiny --prompt 'abc' --max-new 6 --temperature 0.7 --top-k 20 "
+    assert_int_equal(cg_test_run_cgrad("generate --model llama:tiny --prompt 'abc' --max-new 6 --temperature 0.7 --top-k 20 "
                                "--seed 9 --init-seed 4 --ids", again, sizeof again), 0);
     assert_memory_equal(out, again, (size_t)(strstr(out, "tokens/s") - out));
     /* errors: one line on stderr, non-zero exit */
-    assert_int_equal(run_cgrad("generate --model nosuch:preset --prompt x", out, sizeof out), 1);
+    assert_int_equal(cg_test_run_cgrad("generate --model nosuch:preset --prompt x", out, sizeof out), 1);
     assert_non_null(strstr(out, "cgrad generate: "));
     assert_non_null(strstr(out, "nosuch:preset"));
     assert_true(strchr(out, '\n') == out + strlen(out) - 1);
-    assert_int_equal(run_cgrad("generate --model gpt2:tiny --prompt x --temperature -2", out, sizeof out), 1);
+    assert_int_equal(cg_test_run_cgrad("generate --model gpt2:tiny --prompt x --temperature -2", out, sizeof out), 1);
     assert_non_null(strstr(out, "temperature -2"));
-    assert_int_equal(run_cgrad("generate --model gpt2:tiny --prompt x --max-new abc", out, sizeof out), 2);
+    assert_int_equal(cg_test_run_cgrad("generate --model gpt2:tiny --prompt x --max-new abc", out, sizeof out), 2);
     assert_non_null(strstr(out, "--max-new"));
-    assert_int_equal(run_cgrad("generate --prompt x", out, sizeof out), 2);
+    assert_int_equal(cg_test_run_cgrad("generate --prompt x", out, sizeof out), 2);
     assert_non_null(strstr(out, "--model"));
 }
 
@@ -623,7 +610,7 @@ static void test_cli_generate_checkpoint_and_lora(void **state) {
     for (int i = 0; i < nm; i++) assert_ok(cg_rng_normal(&r, mods[i]->lora_b, 0.0f, 0.5f)); /* a non-zero adapter */
     assert_ok(cg_lora_save(m, &lc, adir));
     snprintf(cmd, sizeof cmd, "generate --model %s --lora %s --prompt 'abc' --max-new 5 --temperature 0 --ids", mdir, adir);
-    int rc = run_cgrad(cmd, out, sizeof out);
+    int rc = cg_test_run_cgrad(cmd, out, sizeof out);
     if (rc != 0) print_error("%s\n", out);
     assert_int_equal(rc, 0);
     const char *ids = strstr(out, "prompt ids:"), *new_ids = strstr(out, "new ids:");
@@ -648,7 +635,7 @@ static void test_cli_generate_checkpoint_and_lora(void **state) {
     cg_model_free(m);
     /* a bad adapter directory is one line on stderr */
     snprintf(cmd, sizeof cmd, "generate --model %s --lora %s/nothing --prompt 'abc'", mdir, dir);
-    assert_int_equal(run_cgrad(cmd, out, sizeof out), 1);
+    assert_int_equal(cg_test_run_cgrad(cmd, out, sizeof out), 1);
     assert_non_null(strstr(out, "cgrad generate: "));
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     assert_int_equal(system(cmd), 0);

@@ -747,30 +747,17 @@ static void test_without_pcre2(void **state) {
 
 /* ---------------------------------------------------------------- cgrad tokenize */
 
-static int run_cgrad(const char *args, char *out, size_t n) {
-    const char *bin = getenv("CGRAD_BIN");
-    if (!bin) bin = "build/bin/cgrad";
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", bin, args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t len = fread(out, 1, n - 1, p);
-    out[len] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 static void test_cli_tokenize(void **state) {
     (void)state;
     char cmd[512], out[4096];
-    assert_int_equal(run_cgrad("tokenize --chars '0123456789+=' --text '12+3=15'", out, sizeof out), 0);
+    assert_int_equal(cg_test_run_cgrad("tokenize --chars '0123456789+=' --text '12+3=15'", out, sizeof out), 0);
     assert_string_equal(out, "4,5,13,6,14,4,8\n");
-    assert_int_equal(run_cgrad("tokenize --chars '0123456789+=' --decode 1,4,13,5,2", out, sizeof out), 0);
+    assert_int_equal(cg_test_run_cgrad("tokenize --chars '0123456789+=' --decode 1,4,13,5,2", out, sizeof out), 0);
     assert_string_equal(out, "<bos>1+2<eos>\n");
-    assert_int_equal(run_cgrad("tokenize --chars '0123' --text 'x'", out, sizeof out), 1);
+    assert_int_equal(cg_test_run_cgrad("tokenize --chars '0123' --text 'x'", out, sizeof out), 1);
     assert_non_null(strstr(out, "cgrad tokenize: cg_tokenizer_encode: byte 0x78"));
-    assert_int_equal(run_cgrad("tokenize --text hi", out, sizeof out), 2);
-    assert_int_equal(run_cgrad("tokenize --bogus", out, sizeof out), 2);
+    assert_int_equal(cg_test_run_cgrad("tokenize --text hi", out, sizeof out), 2);
+    assert_int_equal(cg_test_run_cgrad("tokenize --bogus", out, sizeof out), 2);
     assert_non_null(strstr(out, "unknown flag '--bogus'"));
     if (!have_bpe()) return;
 
@@ -780,22 +767,22 @@ static void test_cli_tokenize(void **state) {
     write_file(path, json);
     free(json);
     snprintf(cmd, sizeof cmd, "tokenize --tokenizer %s --text ' the here<|im_end|> xyz'", path);
-    assert_int_equal(run_cgrad(cmd, out, sizeof out), 0);
+    assert_int_equal(cg_test_run_cgrad(cmd, out, sizeof out), 0);
     assert_string_equal(out, "258,220,257,262,274,271\n");
     snprintf(cmd, sizeof cmd, "tokenize --tokenizer %s --decode 258,220,257,262,274,271", path);
-    assert_int_equal(run_cgrad(cmd, out, sizeof out), 0);
+    assert_int_equal(cg_test_run_cgrad(cmd, out, sizeof out), 0);
     assert_string_equal(out, " the here<|im_end|> xyz\n");
     snprintf(cmd, sizeof cmd, "tokenize --tokenizer %s --text ' the' --tokens", path);
-    assert_int_equal(run_cgrad(cmd, out, sizeof out), 0);
+    assert_int_equal(cg_test_run_cgrad(cmd, out, sizeof out), 0);
     assert_string_equal(out, "258\t\xc4\xa0the\n");
     snprintf(cmd, sizeof cmd, "tokenize --tokenizer %s --decode 1,99999", path);
-    assert_int_equal(run_cgrad(cmd, out, sizeof out), 1);
+    assert_int_equal(cg_test_run_cgrad(cmd, out, sizeof out), 1);
     assert_non_null(strstr(out, "cgrad tokenize: cg_tokenizer_decode: id 99999 at position 1 is out of range"));
     snprintf(cmd, sizeof cmd, "tokenize --tokenizer %s --decode 1,x", path);
-    assert_int_equal(run_cgrad(cmd, out, sizeof out), 1);
+    assert_int_equal(cg_test_run_cgrad(cmd, out, sizeof out), 1);
     assert_non_null(strstr(out, "is not a comma-separated list of ids"));
     snprintf(cmd, sizeof cmd, "tokenize --tokenizer %s/nope.json --text a", tmpdir);
-    assert_int_equal(run_cgrad(cmd, out, sizeof out), 1);
+    assert_int_equal(cg_test_run_cgrad(cmd, out, sizeof out), 1);
     assert_non_null(strstr(out, "nope.json: cannot open"));
 }
 

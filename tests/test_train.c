@@ -590,22 +590,6 @@ static void test_guards_skip_updates(void **state) {
 
 /* ------------------------------------------------------------------ the command line */
 
-static int run_cgrad(const char *args, char *out, size_t n) {
-    const char *bin = getenv("CGRAD_BIN");
-    if (!bin) bin = "build/bin/cgrad";
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", bin, args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t len = 0, got;
-    char sink[4096];
-    while ((got = fread(len < n - 1 ? out + len : sink, 1, len < n - 1 ? n - 1 - len : sizeof sink, p)) > 0)
-        if (len < n - 1) len += got;
-    out[len] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 static char *read_all(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
     assert_non_null(f);
@@ -630,7 +614,7 @@ static void test_cli_train(void **state) {
     snprintf(args, sizeof args,
              "train %s --data %s --steps 4 --val-every 2 --sample-every 4 --sample-tokens 8 --out %s --metrics %s",
              common, text, tmp_path("cli_a"), tmp_path("a.jsonl"));
-    int rc = run_cgrad(args, out, sizeof out);
+    int rc = cg_test_run_cgrad(args, out, sizeof out);
     if (rc != 0) print_error("%s\n", out);
     assert_int_equal(rc, 0);
     assert_non_null(strstr(out, "step     4/4 | loss "));
@@ -674,10 +658,10 @@ static void test_cli_train(void **state) {
 
     /* 2 steps, then --resume to 4: the same final weights, byte for byte */
     snprintf(args, sizeof args, "train %s --data %s --steps 2 --out %s", common, text, tmp_path("cli_b"));
-    assert_int_equal(run_cgrad(args, out, sizeof out), 0);
+    assert_int_equal(cg_test_run_cgrad(args, out, sizeof out), 0);
     snprintf(args, sizeof args, "train %s --data %s --steps 4 --out %s --resume --metrics %s", common, text,
              tmp_path("cli_b"), tmp_path("b.jsonl"));
-    rc = run_cgrad(args, out, sizeof out);
+    rc = cg_test_run_cgrad(args, out, sizeof out);
     if (rc != 0) print_error("%s\n", out);
     assert_int_equal(rc, 0);
     assert_non_null(strstr(out, "resumed from"));
@@ -701,20 +685,20 @@ static void test_cli_train(void **state) {
     assert_int_equal(stat(pa, &st), 0);
     copy_file(pa, pa, -1, st.st_size - 3);
     snprintf(args, sizeof args, "train %s --data %s --steps 5 --out %s --resume", common, text, tmp_path("cli_b"));
-    assert_int_equal(run_cgrad(args, out, sizeof out), 1);
+    assert_int_equal(cg_test_run_cgrad(args, out, sizeof out), 1);
     assert_non_null(strstr(out, "cgrad train: --resume: "));
     assert_non_null(strstr(out, "corrupted"));
 
     /* flag errors and the CUDA device */
     snprintf(args, sizeof args, "train --model gpt2:tiny --data %s --device cuda", text);
-    assert_int_equal(run_cgrad(args, out, sizeof out), 1);
+    assert_int_equal(cg_test_run_cgrad(args, out, sizeof out), 1);
     assert_non_null(strstr(out, "needs the CUDA backend"));
-    assert_int_equal(run_cgrad("train --model gpt2:tiny", out, sizeof out), 2);
+    assert_int_equal(cg_test_run_cgrad("train --model gpt2:tiny", out, sizeof out), 2);
     assert_non_null(strstr(out, "needs --model PRESET_OR_DIR and --data"));
     snprintf(args, sizeof args, "train --model gpt2:tiny --data %s --optimizer adam", text);
-    assert_int_equal(run_cgrad(args, out, sizeof out), 2);
+    assert_int_equal(cg_test_run_cgrad(args, out, sizeof out), 2);
     assert_non_null(strstr(out, "unknown kind 'adam'"));
-    assert_int_equal(run_cgrad("train --help", out, sizeof out), 0);
+    assert_int_equal(cg_test_run_cgrad("train --help", out, sizeof out), 0);
     assert_non_null(strstr(out, "--total-batch"));
 }
 

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include <cmocka.h>
 
@@ -81,6 +82,25 @@ static inline float cg_test_randf(uint64_t *s) {
     *s ^= *s >> 7;
     *s ^= *s << 17;
     return (float)((*s >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+/* Runs `$CGRAD_BIN args` (build/bin/cgrad by default) with stderr joined to stdout; keeps the first n-1 bytes
+ * of the output in out (the rest is read and dropped, so the program never dies of a full pipe) and returns
+ * the exit code (-1 if it did not exit normally). */
+static inline int cg_test_run_cgrad(const char *args, char *out, size_t n) {
+    const char *bin = getenv("CGRAD_BIN");
+    if (!bin) bin = "build/bin/cgrad";
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", bin, args);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t len = 0, got;
+    char sink[4096];
+    while ((got = fread(len < n - 1 ? out + len : sink, 1, len < n - 1 ? n - 1 - len : sizeof sink, p)) > 0)
+        if (len < n - 1) len += got;
+    out[len] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 /* A step-arena f32 tensor of the shape, filled with cg_test_randf * scale + shift; a gradient leaf if grad. */

@@ -14,6 +14,7 @@
 #include "models/lora.h"
 #include "models/tokenizer.h"
 #include "tools/commands.h"
+#include "tools/flags.h"
 
 /* The tokenizer for a model: a checkpoint directory's tokenizer.json if it has one; else the default
  * character tokenizer when the vocabulary is its 64 entries (the tiny presets and models trained from them).
@@ -59,30 +60,6 @@ static void usage(FILE *f) {
     fprintf(f, "\n");
 }
 
-static int parse_i64(const char *flag, const char *v, int64_t *out) {
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (errno || end == v || *end) {
-        fprintf(stderr, "cgrad generate: %s takes an integer, not '%s'\n", flag, v);
-        return 2;
-    }
-    *out = x;
-    return 0;
-}
-
-static int parse_f32(const char *flag, const char *v, float *out) {
-    char *end;
-    errno = 0;
-    float x = strtof(v, &end);
-    if (errno || end == v || *end) {
-        fprintf(stderr, "cgrad generate: %s takes a number, not '%s'\n", flag, v);
-        return 2;
-    }
-    *out = x;
-    return 0;
-}
-
 int cg_cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *lora = NULL;
     int64_t max_new = 32, top_k = 0, seed = 0, init_seed = 1;
@@ -107,12 +84,12 @@ int cg_cmd_generate(int argc, char **argv) {
         if (strcmp(a, "--model") == 0) model = v;
         else if (strcmp(a, "--prompt") == 0) prompt = v;
         else if (strcmp(a, "--lora") == 0) lora = v;
-        else if (strcmp(a, "--max-new") == 0) rc = parse_i64(a, v, &max_new);
-        else if (strcmp(a, "--top-k") == 0) rc = parse_i64(a, v, &top_k);
-        else if (strcmp(a, "--seed") == 0) rc = parse_i64(a, v, &seed);
-        else if (strcmp(a, "--init-seed") == 0) rc = parse_i64(a, v, &init_seed);
-        else if (strcmp(a, "--temperature") == 0) rc = parse_f32(a, v, &temperature);
-        else if (strcmp(a, "--top-p") == 0) rc = parse_f32(a, v, &top_p);
+        else if (strcmp(a, "--max-new") == 0) rc = cg_flag_i64("generate", a, v, &max_new);
+        else if (strcmp(a, "--top-k") == 0) rc = cg_flag_i64("generate", a, v, &top_k);
+        else if (strcmp(a, "--seed") == 0) rc = cg_flag_i64("generate", a, v, &seed);
+        else if (strcmp(a, "--init-seed") == 0) rc = cg_flag_i64("generate", a, v, &init_seed);
+        else if (strcmp(a, "--temperature") == 0) rc = cg_flag_f32("generate", a, v, &temperature);
+        else if (strcmp(a, "--top-p") == 0) rc = cg_flag_f32("generate", a, v, &top_p);
         else {
             fprintf(stderr, "cgrad generate: unknown flag '%s' (cgrad generate --help)\n", a);
             return 2;

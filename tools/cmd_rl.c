@@ -14,6 +14,7 @@
 #include "rl/sft.h"
 #include "rl/trainer.h"
 #include "tools/commands.h"
+#include "tools/flags.h"
 #include "tools/svg_plot.h"
 
 typedef enum { F_STR, F_I64, F_F32, F_BOOL } flag_type;
@@ -70,25 +71,11 @@ static int parse_flags(int argc, char **argv, flag *flags, int n) {
             return 2;
         }
         const char *v = argv[++i];
-        char *end = NULL;
-        errno = 0;
-        if (fl->type == F_STR) {
-            *(const char **)fl->ptr = v;
-        } else if (fl->type == F_I64) {
-            long long x = strtoll(v, &end, 10);
-            if (errno || !*v || *end) {
-                fprintf(stderr, "cgrad rl: %s expects an integer, got '%s'\n", a, v);
-                return 2;
-            }
-            *(int64_t *)fl->ptr = x;
-        } else {
-            float x = strtof(v, &end);
-            if (errno || !*v || *end || !isfinite(x)) {
-                fprintf(stderr, "cgrad rl: %s expects a number, got '%s'\n", a, v);
-                return 2;
-            }
-            *(float *)fl->ptr = x;
-        }
+        int rc = 0;
+        if (fl->type == F_STR) *(const char **)fl->ptr = v;
+        else if (fl->type == F_I64) rc = cg_flag_i64("rl", a, v, (int64_t *)fl->ptr);
+        else rc = cg_flag_f32("rl", a, v, (float *)fl->ptr);
+        if (rc) return rc;
     }
     return 0;
 }

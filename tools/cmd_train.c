@@ -13,6 +13,7 @@
 #include "optim/data.h"
 #include "optim/train.h"
 #include "tools/commands.h"
+#include "tools/flags.h"
 
 #define ERR(...) (fprintf(stderr, "cgrad train: " __VA_ARGS__), fputc('\n', stderr))
 
@@ -71,30 +72,6 @@ static void usage(FILE *f) {
     for (int i = 0; i < cg_model_preset_count(); i++)
         fprintf(f, " %s", cg_model_preset_name(i));
     fprintf(f, "\n");
-}
-
-static int parse_i64(const char *flag, const char *v, int64_t *out) {
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (errno || end == v || *end) {
-        ERR("%s takes an integer, not '%s'", flag, v);
-        return 2;
-    }
-    *out = x;
-    return 0;
-}
-
-static int parse_f32(const char *flag, const char *v, float *out) {
-    char *end;
-    errno = 0;
-    float x = strtof(v, &end);
-    if (errno || end == v || *end || !isfinite(x)) {
-        ERR("%s takes a finite number, not '%s'", flag, v);
-        return 2;
-    }
-    *out = x;
-    return 0;
 }
 
 typedef struct train_args {
@@ -181,9 +158,9 @@ static int parse_args(int argc, char **argv, train_args *a) {
         if (str)
             *str = v;
         else if (i64)
-            rc = parse_i64(f, v, i64);
+            rc = cg_flag_i64("train", f, v, i64);
         else if (f32)
-            rc = parse_f32(f, v, f32);
+            rc = cg_flag_f32("train", f, v, f32);
         else {
             ERR("unknown flag '%s' (cgrad train --help)", f);
             return 2;
