@@ -126,11 +126,13 @@ CUDA_HOST_SRCS := $(wildcard cuda/*.c)
 TOOL_SRCS := $(wildcard tools/*.c)
 TEST_SRCS := $(wildcard tests/test_*.c)
 BENCH_SRCS := $(wildcard bench/bench_*.c)
+EXAMPLE_SRCS := $(wildcard tools/examples/*.c)
 
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(CUDA_HOST_SRCS:%.c=$(BUILD)/obj/%.o) $(CUDA_SRCS:%.cu=$(BUILD)/obj/%.cu.o)
 TOOL_OBJS := $(TOOL_SRCS:%.c=$(BUILD)/obj/%.o)
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+EXAMPLE_BINS := $(EXAMPLE_SRCS:tools/examples/%.c=$(BUILD)/examples/%)
 
 STATIC_LIB := $(BUILD)/lib/libcgrad.a
 SHARED_LIB := $(BUILD)/lib/libcgrad.so
@@ -139,7 +141,7 @@ CGRAD := $(BUILD)/bin/cgrad
 .PHONY: all lib test test-run test-full test-gpu bench run deps clean install features help fuzz
 .DEFAULT_GOAL := all
 
-all: features lib $(CGRAD)
+all: features lib $(CGRAD) $(EXAMPLE_BINS)
 lib: $(STATIC_LIB) $(SHARED_LIB)
 
 # One line saying what this build has and what it left out.
@@ -193,7 +195,13 @@ $(BUILD)/bench/%: bench/%.c $(STATIC_LIB)
 	@$(if $(Q),echo "  BENCH $@")
 	$(Q)$(CC) $(CFLAGS) -O3 -o $@ $< $(STATIC_LIB) $(LDLIBS)
 
-tests: $(TEST_BINS) $(CGRAD)
+# Example drivers: built with everything else so they never rot.
+$(BUILD)/examples/%: tools/examples/%.c $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  EX    $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $< $(STATIC_LIB) $(LDLIBS)
+
+tests: $(TEST_BINS) $(CGRAD) $(EXAMPLE_BINS)
 
 # Runs every test binary of this build (TESTS= picks some: `make test-run TESTS="test_gemm"`).
 test-run: tests

@@ -2,6 +2,8 @@
  * its loss; the evaluation counts correct answers; dynamic sampling drops groups without signal. */
 #include "test_util.h"
 
+#include <unistd.h>
+
 static cg_model *tiny(uint64_t seed) {
     cg_model_config cfg;
     assert_ok(cg_model_config_preset("llama:tiny", &cfg));
@@ -61,9 +63,44 @@ static void test_grpo_raises_a_toy_reward(void **state) {
     assert_true(last > first + 0.3);
 }
 
+/* The example driver in tools/examples runs end to end (2 steps) and saves its adapter. */
+static void test_example_driver_runs(void **state) {
+    (void)state;
+    const char *bin = getenv("CGRAD_BIN"); /* build/bin/cgrad -> build/examples/grpo_lora_lion */
+    char dir[] = "/tmp/cgrad_example_XXXXXX", cmd[2048], out[8192];
+    assert_non_null(mkdtemp(dir));
+    char exe[256];
+    snprintf(exe, sizeof exe, "%s", bin ? bin : "build/bin/cgrad");
+    char *slash = strrchr(exe, '/');
+    assert_non_null(slash);
+    *slash = '\0';
+    slash = strrchr(exe, '/');
+    assert_non_null(slash);
+    snprintf(slash, sizeof exe - (size_t)(slash - exe), "/examples/grpo_lora_lion");
+    char cwd[256];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    snprintf(cmd, sizeof cmd, "cd %s && %s%s%s llama:tiny 2 2>&1", dir, exe[0] == '/' ? "" : cwd, exe[0] == '/' ? "" : "/", exe);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    int status = pclose(p);
+    if (status != 0) print_error("%s\n", out);
+    assert_int_equal(status, 0);
+    assert_non_null(strstr(out, "step   1"));
+    assert_non_null(strstr(out, "held-out accuracy"));
+    snprintf(cmd, sizeof cmd, "%s/grpo_adapter/adapter_config.json", dir);
+    FILE *f = fopen(cmd, "r");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_grpo_raises_a_toy_reward, cg_test_teardown),
+        cmocka_unit_test_teardown(test_example_driver_runs, cg_test_teardown),
     };
     int rc = cmocka_run_group_tests_name("rl_trainer", tests, NULL, NULL);
     cg_shutdown();
