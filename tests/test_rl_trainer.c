@@ -4,6 +4,8 @@
 
 #include <unistd.h>
 
+#include "core/json.h"
+
 static cg_model *tiny(uint64_t seed) {
     cg_model_config cfg;
     assert_ok(cg_model_config_preset("llama:tiny", &cfg));
@@ -97,10 +99,56 @@ static void test_example_driver_runs(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* cgrad rl end to end, small: the progress lines, one JSON object per step with the keys the metrics need,
+ * the plot and the saved model; and its errors. */
+static void test_cli_rl(void **state) {
+    (void)state;
+    char dir[] = "/tmp/cgrad_rl_XXXXXX", args[512], out[16384], path[128];
+    assert_non_null(mkdtemp(dir));
+    snprintf(args, sizeof args, "rl --sft-steps 20 --sft-batch 8 --steps 3 --prompts 4 --group 4 --eval-items 10 "
+             "--out %s", dir);
+    int rc = cg_test_run_cgrad(args, out, sizeof out);
+    if (rc != 0) print_error("%s\n", out);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "held-out accuracy before RL"));
+    assert_non_null(strstr(out, "held-out accuracy after RL"));
+    assert_non_null(strstr(out, "rl step    3/3"));
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[4096];
+    int lines = 0;
+    const char *keys[] = {"\"step\"", "\"reward\"", "\"accuracy\"", "\"kl\"", "\"entropy\"", "\"response_len\""};
+    while (fgets(line, sizeof line, f)) {
+        cJSON *obj = NULL;
+        assert_ok(cg_json_parse(line, strlen(line), "metrics", &obj)); /* valid JSON */
+        cg_json_free(obj);
+        for (int k = 0; k < 6; k++) assert_non_null(strstr(line, keys[k]));
+        lines++;
+    }
+    fclose(f);
+    assert_int_equal(lines, 3);
+    snprintf(path, sizeof path, "%s/reward_accuracy.svg", dir);
+    assert_int_equal(access(path, R_OK), 0);
+    snprintf(path, sizeof path, "%s/model/config.json", dir);
+    assert_int_equal(access(path, R_OK), 0);
+    /* errors: a usage error exits 2, a bad value 1, each as one line on stderr */
+    assert_int_equal(cg_test_run_cgrad("rl --frobnicate 1", out, sizeof out), 2);
+    assert_non_null(strstr(out, "unknown flag '--frobnicate'"));
+    assert_int_equal(cg_test_run_cgrad("rl --algo ppo2 --steps 1", out, sizeof out), 1);
+    assert_non_null(strstr(out, "cgrad rl: "));
+    assert_true(strchr(out, '\n') == out + strlen(out) - 1);
+    assert_int_equal(cg_test_run_cgrad("rl --steps many", out, sizeof out), 2);
+    assert_non_null(strstr(out, "--steps takes an integer"));
+    snprintf(args, sizeof args, "rm -rf %s", dir);
+    assert_int_equal(system(args), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_grpo_raises_a_toy_reward, cg_test_teardown),
         cmocka_unit_test_teardown(test_example_driver_runs, cg_test_teardown),
+        cmocka_unit_test_teardown(test_cli_rl, cg_test_teardown),
     };
     int rc = cmocka_run_group_tests_name("rl_trainer", tests, NULL, NULL);
     cg_shutdown();

@@ -207,6 +207,10 @@ int cg_cmd_rl(int argc, char **argv) {
     tc.opt = cg_optimizer_config_default(opt_kind);
     tc.opt.lr = A.lr, tc.opt.weight_decay = A.weight_decay, tc.opt.grad_clip = A.grad_clip;
     tc.seed = (uint64_t)A.seed;
+    /* the adapter, when --lora-rank is given: attached after the warm-up, saved at the end */
+    cg_lora_config lc = cg_lora_config_default();
+    lc.rank = (int)A.lora_rank, lc.alpha = A.lora_alpha > 0 ? A.lora_alpha : 2.0f * (float)A.lora_rank;
+    lc.rslora = A.rslora, lc.dropout = A.lora_dropout, lc.targets = A.lora_targets, lc.seed = (uint64_t)A.seed;
     if (s != CG_OK) {
         fprintf(stderr, "cgrad rl: %s\n", cg_last_error());
         return 1;
@@ -302,9 +306,6 @@ int cg_cmd_rl(int argc, char **argv) {
         if (s != CG_OK) goto done;
     }
     if (A.lora_rank > 0) {
-        cg_lora_config lc = cg_lora_config_default();
-        lc.rank = (int)A.lora_rank, lc.alpha = A.lora_alpha > 0 ? A.lora_alpha : 2.0f * (float)A.lora_rank;
-        lc.rslora = A.rslora, lc.dropout = A.lora_dropout, lc.targets = A.lora_targets, lc.seed = (uint64_t)A.seed;
         s = cg_lora_attach(m, &lc);
         if (s != CG_OK) goto done;
     }
@@ -349,9 +350,6 @@ int cg_cmd_rl(int argc, char **argv) {
         if (s == CG_OK) s = A.lora_rank > 0 ? CG_OK : cg_model_save_hf(m, final_dir, 0, CG_F32);
         if (s == CG_OK && A.lora_rank > 0) {
             snprintf(final_dir, sizeof final_dir, "%s/adapter", A.out);
-            cg_lora_config lc = cg_lora_config_default();
-            lc.rank = (int)A.lora_rank, lc.alpha = A.lora_alpha > 0 ? A.lora_alpha : 2.0f * (float)A.lora_rank;
-            lc.rslora = A.rslora, lc.dropout = A.lora_dropout, lc.targets = A.lora_targets, lc.seed = (uint64_t)A.seed;
             s = cg_lora_save(m, &lc, final_dir);
         }
         if (s == CG_OK) printf("wrote %s, %s and %s\n", metrics_path, plot_path, final_dir);
