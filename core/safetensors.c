@@ -142,15 +142,6 @@ bool cg_safetensors_metadata_at(const cg_safetensors *st, int i, const char **ke
     return true;
 }
 
-/* "[2, 3]" for messages. */
-static const char *shape_str(int ndim, const int64_t *shape, char *buf, size_t n) {
-    size_t pos = (size_t)snprintf(buf, n, "[");
-    for (int i = 0; i < ndim && pos < n; i++)
-        pos += (size_t)snprintf(buf + pos, n - pos, i ? ", %lld" : "%lld", (long long)shape[i]);
-    if (pos < n) snprintf(buf + pos, n - pos, "]");
-    return buf;
-}
-
 /* ------------------------------------------------------------------ reader */
 
 #ifdef CG_HAVE_CJSON
@@ -211,12 +202,12 @@ static cg_status parse_entry(const char *path, const char *name, const cJSON *in
     char sb[160];
     if (overflow || numel > UINT64_MAX / dt->size)
         return cg_set_error(CG_ERR_FORMAT, "%s: the byte size of shape %s overflows", what,
-                            shape_str(ndim, e->shape, sb, sizeof sb));
+                            cg_format_shape(ndim, e->shape, sb, sizeof sb));
     uint64_t need = numel * dt->size;
     if ((uint64_t)(end - begin) != need)
         return cg_set_error(CG_ERR_FORMAT, "%s: data_offsets [%lld, %lld] span %llu bytes, but shape %s of %s needs %llu",
                             what, (long long)begin, (long long)end, (unsigned long long)(end - begin),
-                            shape_str(ndim, e->shape, sb, sizeof sb), dt->name, (unsigned long long)need);
+                            cg_format_shape(ndim, e->shape, sb, sizeof sb), dt->name, (unsigned long long)need);
     e->offset = (uint64_t)begin;
     e->nbytes = (size_t)need;
     return CG_OK;
@@ -415,7 +406,7 @@ cg_status cg_safetensors_load_into(const cg_safetensors *st, const char *name, c
     for (int i = 0; same && i < e->ndim; i++) same = dst->shape[i] == e->shape[i];
     if (!same)
         return cg_set_error(CG_ERR_SHAPE, "%s: tensor '%s' has shape %s but the destination is %s", st->path, name,
-                            shape_str(e->ndim, e->shape, a, sizeof a), cg_tensor_desc(dst, b, sizeof b));
+                            cg_format_shape(e->ndim, e->shape, a, sizeof a), cg_tensor_desc(dst, b, sizeof b));
     cg_arena *tmp = cg_step_arena(CG_CPU);
     if (!tmp) return cg_last_status();
     /* cgrad's copy kernels load elements through typed pointers: a tensor at an offset that is not a

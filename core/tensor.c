@@ -20,13 +20,16 @@ int cg_normalize_axis(int axis, int ndim) {
     return (axis < 0 || axis >= ndim) ? -1 : axis;
 }
 
-const char *cg_shape_str(const cg_tensor *t, char *buf, size_t n) {
-    size_t pos = 0;
-    pos += (size_t)snprintf(buf, n, "[");
-    for (int i = 0; t && i < t->ndim && pos < n; i++)
-        pos += (size_t)snprintf(buf + pos, n - pos, i ? ", %lld" : "%lld", (long long)t->shape[i]);
+const char *cg_format_shape(int ndim, const int64_t *shape, char *buf, size_t n) {
+    size_t pos = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < ndim && pos < n; i++)
+        pos += (size_t)snprintf(buf + pos, n - pos, i ? ", %lld" : "%lld", (long long)shape[i]);
     if (pos < n) snprintf(buf + pos, n - pos, "]");
     return buf;
+}
+
+const char *cg_shape_str(const cg_tensor *t, char *buf, size_t n) {
+    return t ? cg_format_shape(t->ndim, t->shape, buf, n) : cg_format_shape(0, NULL, buf, n);
 }
 
 const char *cg_tensor_desc(const cg_tensor *t, char *buf, size_t n) {

@@ -65,6 +65,8 @@ bool cg_is_contiguous(const cg_tensor *t);
 /* Address of the first element (storage + offset). */
 void *cg_data(const cg_tensor *t);
 bool cg_same_shape(const cg_tensor *a, const cg_tensor *b);
+/* "[2, 3, 4]" for a shape given as dims; returns buf. */
+const char *cg_format_shape(int ndim, const int64_t *shape, char *buf, size_t n);
 /* "[2, 3, 4]" into buf; returns buf. */
 const char *cg_shape_str(const cg_tensor *t, char *buf, size_t n);
 /* "f32[2, 3] cpu" into buf; returns buf. For error messages. */

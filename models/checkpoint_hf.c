@@ -73,14 +73,6 @@ static file_layout layout_of(const cg_model *m, const cg_tensor *p) {
     return f;
 }
 
-static const char *shape_text(int ndim, const int64_t *shape, char *buf, size_t n) {
-    size_t pos = (size_t)snprintf(buf, n, "[");
-    for (int d = 0; d < ndim && pos < n; d++)
-        pos += (size_t)snprintf(buf + pos, n - pos, d ? ", %lld" : "%lld", (long long)shape[d]);
-    if (pos < n) snprintf(buf + pos, n - pos, "]");
-    return buf;
-}
-
 /* The parameter's region that the file's tensor fills: the first vocab_size rows or all of it. */
 static cg_tensor *filled_region(const cg_model *m, cg_tensor *p, const file_layout *f) {
     return f->vocab_rows && p->shape[0] != m->cfg.vocab_size ? cg_view_slice(p, 0, 0, m->cfg.vocab_size, 1) : p;
@@ -265,7 +257,7 @@ static cg_status load_tensor(cg_model *m, const hf_files *h, const file_tensor *
         int64_t want[2] = {m->cfg.vocab_size, m->cfg.d_model};
         if (e->ndim != 2 || e->shape[0] != want[0] || e->shape[1] != want[1])
             return cg_set_error(CG_ERR_FORMAT, "%s: tensor '%s' has shape %s, expected %s (the tied head)", path,
-                                t->name, shape_text(e->ndim, e->shape, a, sizeof a), shape_text(2, want, b, sizeof b));
+                                t->name, cg_format_shape(e->ndim, e->shape, a, sizeof a), cg_format_shape(2, want, b, sizeof b));
         return CG_OK;
     }
     int k = -1;
@@ -282,7 +274,7 @@ static cg_status load_tensor(cg_model *m, const hf_files *h, const file_tensor *
     for (int d = 0; same && d < f.ndim; d++) same = e->shape[d] == f.shape[d];
     if (!same)
         return cg_set_error(CG_ERR_FORMAT, "%s: tensor '%s' has shape %s, expected %s%s", path, t->name,
-                            shape_text(e->ndim, e->shape, a, sizeof a), shape_text(f.ndim, f.shape, b, sizeof b),
+                            cg_format_shape(e->ndim, e->shape, a, sizeof a), cg_format_shape(f.ndim, f.shape, b, sizeof b),
                             f.transposed ? " (a GPT-2 Conv1D weight, stored [in, out])" : "");
     if (e->dtype_supported && !cg_dtype_is_float(e->dtype))
         return cg_set_error(CG_ERR_FORMAT, "%s: tensor '%s' has dtype %s; weights must be F32, BF16 or F16", path,

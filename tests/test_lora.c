@@ -13,18 +13,6 @@
 #define LLAMA_ALL "q,k,v,o,gate,up,down"
 #define GPT2_ALL "c_attn,c_proj,c_fc"
 
-static cg_tensor *tokens_tensor(int64_t B, int64_t T, uint64_t seed, int64_t vocab) {
-    int64_t s[2] = {B, T};
-    cg_tensor *t = cg_tensor_empty(cg_step_arena(CG_CPU), CG_I32, 2, s);
-    assert_non_null(t);
-    int32_t *p = cg_data(t);
-    for (int64_t i = 0; i < B * T; i++) {
-        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
-        p[i] = (int32_t)(seed % (uint64_t)vocab);
-    }
-    return t;
-}
-
 /* A tiny model with weights large enough (std 0.2, norms and biases in [0.5, 1.5)) that every path matters. */
 static cg_model *tiny(const char *preset, uint64_t seed) {
     cg_model_config cfg;
@@ -92,7 +80,7 @@ static void randomize_b(cg_model *m, uint64_t seed, float std) {
 
 static void check_attach(const char *preset, int expect_modules) {
     cg_model *m = tiny(preset, 3);
-    cg_tensor *tok = tokens_tensor(2, 7, 5, m->cfg.vocab_size);
+    cg_tensor *tok = cg_test_random_tokens(2, 7, 5, m->cfg.vocab_size);
     int64_t n = 0;
     double *base = hidden_of(m, tok, &n);
     int n_base_params = m->n_params;
@@ -206,7 +194,7 @@ static void test_targets(void **state) {
  * (the base, bit for bit), merge (within fp32 rounding of the hand-merged model) and unmerge. */
 static void check_adapted_forward(const char *preset) {
     cg_model *m = tiny(preset, 4), *hand = tiny(preset, 4), *base = tiny(preset, 4);
-    cg_tensor *tok = tokens_tensor(2, 9, 6, m->cfg.vocab_size);
+    cg_tensor *tok = cg_test_random_tokens(2, 9, 6, m->cfg.vocab_size);
     int64_t n = 0;
     double *h_base = hidden_of(base, tok, &n);
     cg_lora_config c = lora_cfg(all_targets(preset), 4, 12.0f); /* scale 3 */
@@ -324,7 +312,7 @@ static void test_rslora_scale(void **state) {
     assert_true(ma[0]->lora_scale == 4.0f && mb[0]->lora_scale == 4.0f);
     randomize_b(a, 3, 0.1f);
     randomize_b(b, 3, 0.1f);
-    cg_tensor *tok = tokens_tensor(1, 6, 9, 64);
+    cg_tensor *tok = cg_test_random_tokens(1, 6, 9, 64);
     int64_t n;
     double *ha = hidden_of(a, tok, &n), *hb = hidden_of(b, tok, &n);
     assert_same(ha, hb, n);
@@ -340,7 +328,7 @@ static void test_dropout_training_only(void **state) {
     c.dropout = 0.5f;
     assert_ok(cg_lora_attach(m, &c));
     randomize_b(m, 4, 0.2f);
-    cg_tensor *tok = tokens_tensor(2, 5, 3, 64);
+    cg_tensor *tok = cg_test_random_tokens(2, 5, 3, 64);
     int64_t n;
     double *eval1 = hidden_of(m, tok, &n), *eval2 = hidden_of(m, tok, &n);
     assert_same(eval1, eval2, n);
@@ -381,7 +369,7 @@ static void check_gradients(const char *preset) {
     cg_model *m = tiny(preset, 12);
     cg_lora_config c = lora_cfg(all_targets(preset), 4, 8.0f);
     assert_ok(cg_lora_attach(m, &c));
-    loss_ctx ctx = {m, tokens_tensor(2, 6, 13, 64), tokens_tensor(2, 6, 14, 64)};
+    loss_ctx ctx = {m, cg_test_random_tokens(2, 6, 13, 64), cg_test_random_tokens(2, 6, 14, 64)};
     cg_tensor *train[128];
     int nt = cg_model_trainable(m, train, 128);
     cg_linear_module *mods[64];
@@ -409,7 +397,7 @@ static void check_gradients(const char *preset) {
 
     /* one SGD step on the adapters lowers the loss by about lr * |g|^2 (first order) */
     cg_zero_grads(nt, train);
-    ctx.tok = tokens_tensor(2, 6, 13, 64), ctx.targets = tokens_tensor(2, 6, 14, 64);
+    ctx.tok = cg_test_random_tokens(2, 6, 13, 64), ctx.targets = cg_test_random_tokens(2, 6, 14, 64);
     randomize_b(m, 5, 0.05f);
     loss = model_loss(NULL, &ctx);
     double l0 = cg_get_flat(loss, 0), g2 = 0;
@@ -422,7 +410,7 @@ static void check_gradients(const char *preset) {
             cg_set_flat(train[i], e, cg_get_flat(train[i], e) - lr * g);
         }
     cg_step_end();
-    ctx.tok = tokens_tensor(2, 6, 13, 64), ctx.targets = tokens_tensor(2, 6, 14, 64);
+    ctx.tok = cg_test_random_tokens(2, 6, 13, 64), ctx.targets = cg_test_random_tokens(2, 6, 14, 64);
     cg_no_grad_enter();
     double l1 = cg_get_flat(model_loss(NULL, &ctx), 0);
     cg_no_grad_exit();
@@ -434,7 +422,7 @@ static void check_gradients(const char *preset) {
     /* gradcheck of a sample of every A and B through the whole model */
     cg_step_end();
     cg_zero_grads(nt, train);
-    ctx.tok = tokens_tensor(2, 5, 21, 64), ctx.targets = tokens_tensor(2, 5, 22, 64);
+    ctx.tok = cg_test_random_tokens(2, 5, 21, 64), ctx.targets = cg_test_random_tokens(2, 5, 22, 64);
     cg_gradcheck_opts o = {.eps = 1e-2, .rtol = 2e-2, .atol = 2e-4, .max_per_input = 4};
     cg_gradcheck_result r;
     assert_ok(cg_gradcheck(model_loss, &ctx, nt, train, &o, &r));
@@ -554,7 +542,7 @@ static void check_round_trip(const char *preset, const char *targets, const char
         assert_memory_equal(cg_data(fm[i]->lora_b), cg_data(mods[i]->lora_b), cg_nbytes(mods[i]->lora_b));
     }
     assert_int_equal(cg_model_trainable(fresh, NULL, 0), 2 * k);
-    cg_tensor *tok = tokens_tensor(2, 6, 17, 64);
+    cg_tensor *tok = cg_test_random_tokens(2, 6, 17, 64);
     int64_t n;
     double *h1 = hidden_of(m, tok, &n), *h2 = hidden_of(fresh, tok, &n);
     assert_same(h1, h2, n);

@@ -3,18 +3,6 @@
  * through both, the KV cache against full recomputation, left padding, and argument errors. */
 #include "test_util.h"
 
-static cg_tensor *tokens_tensor(int64_t B, int64_t T, uint64_t seed, int64_t vocab) {
-    int64_t s[2] = {B, T};
-    cg_tensor *t = cg_tensor_empty(cg_step_arena(CG_CPU), CG_I32, 2, s);
-    assert_non_null(t);
-    int32_t *p = cg_data(t);
-    for (int64_t i = 0; i < B * T; i++) {
-        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
-        p[i] = (int32_t)(seed % (uint64_t)vocab);
-    }
-    return t;
-}
-
 static cg_model *tiny(const char *preset, uint64_t seed) {
     cg_model_config cfg;
     assert_ok(cg_model_config_preset(preset, &cfg));
@@ -187,7 +175,7 @@ static cg_tensor *hand_forward(const cg_model *m, const cg_tensor *tokens) {
 
 static void check_forward_matches_hand(const char *preset) {
     cg_model *m = tiny(preset, 3);
-    cg_tensor *tok = tokens_tensor(2, 9, 5, m->cfg.vocab_size);
+    cg_tensor *tok = cg_test_random_tokens(2, 9, 5, m->cfg.vocab_size);
     cg_no_grad_enter();
     cg_model_inputs in = {.tokens = tok};
     cg_tensor *got = cg_model_forward(m, &in);
@@ -232,7 +220,7 @@ static cg_tensor *model_loss(cg_tensor *const *in, void *user) {
 
 static void check_model_gradcheck(const char *preset) {
     cg_model *m = tiny(preset, 9);
-    loss_ctx ctx = {m, tokens_tensor(2, 5, 11, m->cfg.vocab_size), tokens_tensor(2, 5, 12, m->cfg.vocab_size)};
+    loss_ctx ctx = {m, cg_test_random_tokens(2, 5, 11, m->cfg.vocab_size), cg_test_random_tokens(2, 5, 12, m->cfg.vocab_size)};
     /* a sample of every parameter tensor, as gradcheck inputs (the function reads them through the model) */
     cg_tensor *params[64];
     int n = cg_model_trainable(m, params, 64);
@@ -263,7 +251,7 @@ static void test_gradcheck_through_tiny_models(void **state) {
 static void check_cache_matches_full(const char *preset) {
     cg_model *m = tiny(preset, 21);
     int64_t B = 2, T = 11, prompt = 4;
-    cg_tensor *tok = tokens_tensor(B, T, 31, m->cfg.vocab_size);
+    cg_tensor *tok = cg_test_random_tokens(B, T, 31, m->cfg.vocab_size);
     cg_no_grad_enter();
     cg_model_inputs full_in = {.tokens = tok};
     cg_tensor *full = cg_model_forward(m, &full_in);
@@ -287,7 +275,7 @@ static void check_cache_matches_full(const char *preset) {
     }
     assert_int_equal(kv->len, T);
     /* the cache refuses what does not fit, and grad mode */
-    cg_model_inputs over = {.tokens = tokens_tensor(B, 6, 1, m->cfg.vocab_size), .cache = kv};
+    cg_model_inputs over = {.tokens = cg_test_random_tokens(B, 6, 1, m->cfg.vocab_size), .cache = kv};
     assert_null(cg_model_forward(m, &over));
     assert_error_contains("do not fit the KV cache");
     cg_no_grad_exit();
@@ -310,7 +298,7 @@ static void test_kv_cache_matches_full_recomputation(void **state) {
 static void check_left_padding(const char *preset) {
     cg_model *m = tiny(preset, 41);
     int64_t T = 7, pad = 3;
-    cg_tensor *alone = tokens_tensor(1, T - pad, 51, m->cfg.vocab_size);
+    cg_tensor *alone = cg_test_random_tokens(1, T - pad, 51, m->cfg.vocab_size);
     int64_t s[2] = {1, T};
     cg_tensor *padded = cg_tensor_zeros(cg_step_arena(CG_CPU), CG_I32, 2, s);
     cg_tensor *pos = cg_tensor_zeros(cg_step_arena(CG_CPU), CG_I64, 2, s);
@@ -341,11 +329,11 @@ static void test_left_padding(void **state) {
 static void test_forward_errors(void **state) {
     (void)state;
     cg_model *m = tiny("gpt2:tiny", 1);
-    cg_model_inputs in = {.tokens = tokens_tensor(1, 3, 1, 64)};
+    cg_model_inputs in = {.tokens = cg_test_random_tokens(1, 3, 1, 64)};
     cg_set_flat((cg_tensor *)in.tokens, 1, 64); /* vocabulary is 64 */
     assert_null(cg_model_forward(m, &in));
     assert_error_contains("token 64 at position 1 is outside the vocabulary [0, 64)");
-    in.tokens = tokens_tensor(1, 129, 1, 64); /* gpt2:tiny has 128 positions */
+    in.tokens = cg_test_random_tokens(1, 129, 1, 64); /* gpt2:tiny has 128 positions */
     assert_null(cg_model_forward(m, &in));
     assert_error_contains("position 128 is outside the 128 learned positions");
     int64_t s1[1] = {3};

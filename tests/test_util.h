@@ -116,6 +116,19 @@ static inline cg_tensor *cg_test_rand_tensor(int nd, const int64_t *shape, uint6
     return t;
 }
 
+/* A step-arena [B, T] i32 tensor of pseudo-random token ids in [0, vocab) (xorshift from seed). */
+static inline cg_tensor *cg_test_random_tokens(int64_t B, int64_t T, uint64_t seed, int64_t vocab) {
+    int64_t s[2] = {B, T};
+    cg_tensor *t = cg_tensor_empty(cg_step_arena(CG_CPU), CG_I32, 2, s);
+    assert_non_null(t);
+    int32_t *p = cg_data(t);
+    for (int64_t i = 0; i < B * T; i++) {
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        p[i] = (int32_t)(seed % (uint64_t)vocab);
+    }
+    return t;
+}
+
 /* The logical (row-major) values of any CPU tensor as a malloc'd array of doubles (free it). */
 static inline double *cg_test_values(const cg_tensor *t) {
     int64_t n = cg_numel(t);
