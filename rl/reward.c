@@ -1,6 +1,8 @@
 /* Built-in verifiable rewards and DAPO's overlong penalty (see reward.h). */
 #include "rl/reward.h"
 
+#include "rl/advantage.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,10 +171,10 @@ float cg_reward_combined(const char *prompt, const char *response, size_t respon
 }
 
 float cg_reward_overlong_penalty(int64_t len, int64_t L_max, int64_t L_cache) {
+    /* the formula lives in rl/advantage.c; this form clamps its arguments instead of refusing them */
     if (L_cache > L_max) L_cache = L_max;
     if (L_cache < 0) L_cache = 0;
-    int64_t expected = L_max - L_cache;
-    if (len <= expected) return 0.0f;
-    if (len <= L_max) return (float)((double)(expected - len) / (double)L_cache);
-    return -1.0f;
+    if (len < 0) len = 0;
+    float p = 0.0f;
+    return cg_soft_overlong_penalty(len, L_max, L_cache, 1.0f, &p) == CG_OK ? p : 0.0f;
 }

@@ -55,6 +55,11 @@ cg_status cg_rl_trainer_create(cg_model *policy, cg_model *reference, const cg_t
         return cg_set_error(CG_ERR_INVALID_ARG, "rl_trainer: kl_beta %g needs a reference policy (attach LoRA, whose "
                             "disabled model is the reference, or pass a frozen copy)", (double)cfg->obj.kl_beta);
     if ((s = cg_sampling_validate(&cfg->sampling)) != CG_OK) return s;
+    if (cfg->obj.overlong_penalty &&
+        (cfg->obj.overlong_cache_len < 0 || cfg->obj.overlong_cache_len > cfg->sampling.max_new_tokens))
+        return cg_set_error(CG_ERR_INVALID_ARG, "rl_trainer: the overlong penalty's cache length %lld must lie in [0, "
+                            "max_new_tokens %lld]", (long long)cfg->obj.overlong_cache_len,
+                            (long long)cfg->sampling.max_new_tokens);
     cg_rl_trainer *t = calloc(1, sizeof *t);
     if (!t) return cg_set_error(CG_ERR_OOM, "rl_trainer: out of memory");
     t->cfg = *cfg;
@@ -190,6 +195,10 @@ static cg_status collect_rollout(cg_rl_trainer *t, cg_rollout **out, cg_rl_step_
             break;
         }
         r->answers = NULL; /* the answers were freed with the items */
+        if (r->n_seq == 0) { /* dynamic sampling kept no group of this batch */
+            cg_rollout_free(r);
+            continue;
+        }
         if (!keep) {
             keep = r;
         } else { /* append r's sequences to keep */
@@ -229,10 +238,6 @@ static cg_status collect_rollout(cg_rl_trainer *t, cg_rollout **out, cg_rl_step_
             cg_rollout_free(r);
         }
         if (!c->obj.dynamic_sampling || keep->n_prompts >= P) break;
-    }
-    if (s == CG_OK && keep && keep->n_seq == 0) {
-        cg_rollout_free(keep);
-        keep = NULL;
     }
     *out = keep;
     return s;

@@ -65,6 +65,60 @@ static void test_grpo_raises_a_toy_reward(void **state) {
     assert_true(last > first + 0.3);
 }
 
+static float always_zero(const char *prompt, const char *response, size_t len, const char *answer, void *user) {
+    (void)prompt, (void)response, (void)len, (void)answer, (void)user;
+    return 0.0f;
+}
+
+/* DAPO's dynamic sampling: groups whose rewards are all equal are dropped and more prompts drawn; the kept
+ * sequences are whole groups with mixed rewards, and a step where every group is flat learns nothing. */
+static void test_dynamic_sampling(void **state) {
+    (void)state;
+    cg_set_num_threads(1);
+    cg_model *m = tiny(9);
+    cg_tokenizer *tok = NULL;
+    assert_ok(cg_tokenizer_char_create(CG_CHAR_ALPHABET_DEFAULT, &tok));
+    cg_task_set *tasks = toy_tasks();
+    cg_rl_trainer_config c = cg_rl_trainer_config_default(CG_RL_DAPO);
+    c.obj.dynamic_sampling = true, c.obj.max_gen_batches = 3;
+    c.prompts_per_step = 4, c.group_size = 4, c.sampling.max_new_tokens = 2;
+    cg_reward none[1] = {{always_zero, NULL, 1.0f}};
+    cg_rl_trainer *bad = NULL; /* DAPO's default cache (4096) does not fit 2 new tokens: refused up front */
+    assert_int_equal(cg_rl_trainer_create(m, NULL, tok, tasks, none, 1, &c, &bad), CG_ERR_INVALID_ARG);
+    assert_error_contains("cache length 4096 must lie in [0, max_new_tokens 2]");
+    c.obj.overlong_cache_len = 1;
+    c.obj.overlong_penalty = false; /* it varies with length, so it would give flat-reward groups a spread */
+    /* a reward that is always 0: every group is flat, 3 batches of 4 groups are drawn and all dropped */
+    cg_reward zero[1] = {{always_zero, NULL, 1.0f}};
+    cg_rl_trainer *t = NULL;
+    assert_ok(cg_rl_trainer_create(m, NULL, tok, tasks, zero, 1, &c, &t));
+    cg_rl_step_stats st;
+    assert_ok(cg_rl_trainer_step(t, &st));
+    assert_int_equal(st.rollout_batches, 3);
+    assert_int_equal(st.groups_dropped, 12);
+    assert_int_equal(st.sequences, 0);
+    cg_rl_trainer_free(t);
+    /* a reward with mixed outcomes: kept sequences are whole groups, no more than a step's worth */
+    cg_reward mixed[1] = {{starts_with_7, NULL, 1.0f}};
+    c.sampling.temperature = 1.0f;
+    assert_ok(cg_rl_trainer_create(m, NULL, tok, tasks, mixed, 1, &c, &t));
+    int64_t kept_total = 0;
+    for (int s = 0; s < 4; s++) {
+        assert_ok(cg_rl_trainer_step(t, &st));
+        assert_int_equal(st.sequences % c.group_size, 0);
+        assert_true(st.sequences <= c.prompts_per_step * c.group_size);
+        assert_true(st.rollout_batches >= 1 && st.rollout_batches <= 3);
+        kept_total += st.sequences;
+        if (st.sequences > 0) assert_true(st.accuracy > 0.0 && st.accuracy < 1.0); /* only mixed groups kept */
+    }
+    assert_true(kept_total > 0);
+    cg_rl_trainer_free(t);
+    cg_task_set_free(tasks);
+    cg_tokenizer_free(tok);
+    cg_model_free(m);
+    cg_set_num_threads(0);
+}
+
 /* The example driver in tools/examples runs end to end (2 steps) and saves its adapter. */
 static void test_example_driver_runs(void **state) {
     (void)state;
@@ -147,6 +201,7 @@ static void test_cli_rl(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_grpo_raises_a_toy_reward, cg_test_teardown),
+        cmocka_unit_test_teardown(test_dynamic_sampling, cg_test_teardown),
         cmocka_unit_test_teardown(test_example_driver_runs, cg_test_teardown),
         cmocka_unit_test_teardown(test_cli_rl, cg_test_teardown),
     };

@@ -201,6 +201,8 @@ int cg_cmd_rl(int argc, char **argv) {
     if (A.overlong_penalty) o->overlong_penalty = true;
     if (A.max_gen_batches >= 0) o->max_gen_batches = (int)A.max_gen_batches;
     if (A.overlong_cache >= 0) o->overlong_cache_len = A.overlong_cache;
+    /* DAPO's default cache (4096 of a 20480-token budget) scaled to this budget: its last 20% */
+    else if (o->overlong_penalty && o->overlong_cache_len > A.max_new) o->overlong_cache_len = A.max_new / 5;
     tc.prompts_per_step = A.prompts, tc.group_size = A.group, tc.epochs = (int)A.epochs, tc.minibatch_seqs = A.minibatch;
     tc.sampling = (cg_sampling){.temperature = A.temperature, .top_k = (int)A.top_k, .top_p = A.top_p,
                                 .max_new_tokens = A.max_new};
