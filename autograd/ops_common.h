@@ -33,6 +33,11 @@ static inline bool cg_check_f32_cpu(const char *op, const char *what, const cg_t
     return cg_ops_check_f32(op, what, t) == CG_OK;
 }
 
+/* For an op with a CUDA kernel: an f32 CPU tensor or an f32/bf16 CUDA tensor, else false with the error. */
+static inline bool cg_check_float(const char *op, const char *what, const cg_tensor *t) {
+    return cg_ops_check_float(op, what, t) == CG_OK;
+}
+
 /* d/dx of GELU (tanh form) or SiLU for a unary node (autograd/ops_activation.c). */
 cg_status cg_activation_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi);
 

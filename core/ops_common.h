@@ -36,6 +36,8 @@ static inline char *cg_ops_data(const cg_tensor *t) {
 cg_status cg_ops_check_cpu(const char *op, const char *what, const cg_tensor *t);
 /* cg_ops_check_cpu plus dtype f32. */
 cg_status cg_ops_check_f32(const char *op, const char *what, const cg_tensor *t);
+/* For an op that has a CUDA kernel: an f32 CPU tensor, or an f32 or bf16 tensor on a CUDA device. */
+cg_status cg_ops_check_float(const char *op, const char *what, const cg_tensor *t);
 /* cg_ops_check_cpu plus dtype i32 or i64. */
 cg_status cg_ops_check_index(const char *op, const char *what, const cg_tensor *t);
 /* out has exactly the given shape. */

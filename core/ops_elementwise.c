@@ -73,6 +73,17 @@ cg_status cg_ops_check_f32(const char *op, const char *what, const cg_tensor *t)
     return CG_OK;
 }
 
+cg_status cg_ops_check_float(const char *op, const char *what, const cg_tensor *t) {
+    if (!t || t->device.type != CG_DEVICE_CUDA) return cg_ops_check_f32(op, what, t);
+    char d[CG_DESC_LEN];
+    if ((!t->storage || !t->storage->data) && cg_numel(t) > 0)
+        return cg_set_error(CG_ERR_INVALID_ARG, "%s: %s %s has no storage", op, what, cg_tensor_desc(t, d, sizeof d));
+    if (t->dtype != CG_F32 && t->dtype != CG_BF16)
+        return cg_set_error(CG_ERR_DTYPE, "%s: %s %s must be f32 or bf16 on a GPU", op, what,
+                            cg_tensor_desc(t, d, sizeof d));
+    return CG_OK;
+}
+
 cg_status cg_ops_check_index(const char *op, const char *what, const cg_tensor *t) {
     cg_status st = cg_ops_check_cpu(op, what, t);
     if (st != CG_OK) return st;

@@ -72,3 +72,18 @@ extern "C" cg_status cg_cuda_rt_synchronize(int device) {
     if (s != CG_OK) return s;
     return cuda_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
 }
+
+extern "C" void *cg_cuda_rt_stream(int which) {
+    /* per device and per kind; a process drives at most CG_MAX_CUDA_DEVICES GPUs */
+    static cudaStream_t streams[16][2];
+    int device = 0;
+    if (which < 0 || which > 1 || cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 16) {
+        cudaGetLastError();
+        return NULL;
+    }
+    if (!streams[device][which] && cudaStreamCreateWithFlags(&streams[device][which], cudaStreamNonBlocking) != cudaSuccess) {
+        cudaGetLastError();
+        streams[device][which] = NULL;
+    }
+    return streams[device][which];
+}

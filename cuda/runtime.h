@@ -25,6 +25,9 @@ void cg_cuda_rt_free(int device, void *p);
 cg_status cg_cuda_rt_memcpy(int device, void *dst, const void *src, size_t nbytes, int kind);
 cg_status cg_cuda_rt_memset_zero(int device, void *p, size_t nbytes);
 cg_status cg_cuda_rt_synchronize(int device);
+/* The current device's stream `which` (0 compute, 1 communication) as an opaque cudaStream_t, created on first
+ * use (non-blocking); NULL (the default stream) if it cannot be created. */
+void *cg_cuda_rt_stream(int which);
 
 #ifdef __cplusplus
 }
