@@ -38,6 +38,7 @@ static bool gpt2_conv1d(const char *name) {
             strcmp(rest, "mlp.c_fc.weight") == 0 || strcmp(rest, "mlp.c_proj.weight") == 0);
 }
 
+#ifdef CG_HAVE_CJSON /* only the directory loader skips buffers */
 /* GPT-2's causal-mask buffers (not parameters). */
 static bool gpt2_mask_buffer(const char *name) {
     const char *rest;
@@ -50,6 +51,7 @@ static bool llama_rotary_buffer(const char *name) {
     size_t n = strlen(name), k = strlen(".rotary_emb.inv_freq");
     return n >= k && strcmp(name + n - k, ".rotary_emb.inv_freq") == 0;
 }
+#endif
 
 /* How a model parameter is laid out in a file. */
 typedef struct file_layout {

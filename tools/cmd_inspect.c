@@ -151,7 +151,9 @@ static bool is_model_dir(const char *path) {
     return access(p, F_OK) == 0;
 }
 
+#ifdef CG_HAVE_CJSON
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+#endif
 
 /* The weight files of a model directory: the shards the index names (sorted), or model.safetensors. */
 static cg_status weight_files(const char *dir, char ***files, int *n) {
