@@ -69,4 +69,49 @@ cg_status cg_activation_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi)
         if (!(p)) return cg_last_status();                                                                  \
     } while (0)
 
+/* ---- shared by the ops with a CUDA path (norms, activations, softmax, attention) ---- */
+
+static inline bool cg_on_cuda(const cg_tensor *t) { return t->device.type == CG_DEVICE_CUDA; }
+
+/* t packed and of dtype dt (t itself when it already is), on t's device: the CUDA kernels take one dtype for
+ * all their activation arrays, so an f32 incoming gradient meets a bf16 activation this way. */
+static inline const cg_tensor *cg_packed_as(const cg_tensor *t, cg_dtype dt) {
+    if (t->dtype == dt) return cg_contiguous(t);
+    cg_arena *a = cg_output_arena(t->device);
+    return a ? cg_tensor_to(a, t, dt) : NULL;
+}
+
+/* A gradient for input t: packed, of t's dtype (f32 on the CPU, f32 or bf16 on CUDA), on t's device. */
+static inline cg_tensor *cg_new_grad_for(const cg_tensor *t) {
+    return cg_new_output(t->device, t->dtype, t->ndim, t->shape);
+}
+
+/* The error of a CUDA tensor in a build without CUDA (cannot happen: such a tensor cannot be made). */
+static inline cg_status cg_no_cuda_error(const char *op) {
+    return cg_set_error(CG_ERR_UNSUPPORTED, "%s: this build has no CUDA backend", op);
+}
+
+/* Scratch for one kernel call from the step arena of dev, given back right after it by rewinding to a mark. If
+ * the request opened a new chunk it is kept instead (rewinding would free the chunk and every later step would
+ * allocate it again); the step end then merges it into the arena's one chunk, and from the next step on the
+ * scratch fits and is given back, with no system allocation. On a GPU the kernels that use the scratch are
+ * queued on the compute stream, so later uses of the same memory are ordered after them. */
+typedef struct cg_scratch_scope {
+    cg_arena *arena;
+    cg_arena_mark mark;
+} cg_scratch_scope;
+
+static inline float *cg_scratch_begin(cg_scratch_scope *s, cg_device dev, int64_t nfloats) {
+    s->arena = cg_step_arena(dev);
+    if (!s->arena) return NULL;
+    s->mark = cg_arena_get_mark(s->arena);
+    return (float *)cg_arena_alloc(s->arena, sizeof(float) * (size_t)(nfloats > 0 ? nfloats : 1), 64);
+}
+
+static inline void cg_scratch_end(cg_scratch_scope *s) {
+    cg_arena_mark now = cg_arena_get_mark(s->arena);
+    if (now.data_chunk == s->mark.data_chunk && now.meta_chunk == s->mark.meta_chunk)
+        cg_arena_rewind(s->arena, s->mark);
+}
+
 #endif

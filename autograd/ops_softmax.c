@@ -1,9 +1,13 @@
 /* Softmax, log-softmax, cross-entropy and token log-probabilities as differentiable ops: argument checks,
- * packing, the core/nn_softmax kernels, and the tape nodes. */
+ * packing, the core/nn_softmax kernels (cuda/nn_softmax for CUDA tensors: softmax, log-softmax and
+ * cross-entropy; token log-probabilities are CPU only for now), and the tape nodes. */
 #include <string.h>
 
 #include "autograd/ops_common.h"
 #include "core/nn_softmax.h"
+#ifdef CG_HAVE_CUDA
+#include "cuda/nn.h"
+#endif
 
 #define DEFAULT_CHUNK 4096
 
@@ -33,28 +37,6 @@ static const cg_tensor *index_rows(const char *op, const char *xname, const cg_t
     return a ? cg_tensor_to(a, idx, CG_I64) : NULL;
 }
 
-/* Scratch for one kernel call from the step arena, given back right after it by rewinding to a mark. If the
- * request opened a new chunk it is kept instead (rewinding would free the chunk and every later step would
- * allocate it again); the step end then merges it into the arena's one chunk, and from the next step on the
- * scratch fits and is given back, with no system allocation. */
-typedef struct scratch_scope {
-    cg_arena *arena;
-    cg_arena_mark mark;
-} scratch_scope;
-
-static float *scratch_begin(scratch_scope *s, cg_device dev, int64_t nfloats) {
-    s->arena = cg_step_arena(dev);
-    if (!s->arena) return NULL;
-    s->mark = cg_arena_get_mark(s->arena);
-    return cg_arena_alloc(s->arena, sizeof(float) * (size_t)(nfloats > 0 ? nfloats : 1), 64);
-}
-
-static void scratch_end(scratch_scope *s) {
-    cg_arena_mark now = cg_arena_get_mark(s->arena);
-    if (now.data_chunk == s->mark.data_chunk && now.meta_chunk == s->mark.meta_chunk)
-        cg_arena_rewind(s->arena, s->mark);
-}
-
 /* ------------------------------------------------------------------ softmax, log-softmax */
 
 /* x's shape seen as [outer, dim, inner] around axis. */
@@ -67,16 +49,26 @@ static void split_at_axis(const cg_tensor *x, int axis, int64_t *outer, int64_t 
 
 /* The node: inputs {x}; the backward reads the output y; iargs = {axis, log}. */
 static cg_status softmax_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) {
-    const cg_tensor *gp = cg_contiguous(g);
+    const cg_tensor *y = n->out;
+    const cg_tensor *gp = cg_packed_as(g, y->dtype);
     CG_BW_NONNULL(gp);
-    cg_tensor *dx = cg_new_like(n->inputs[0]);
+    cg_tensor *dx = cg_new_grad_for(n->inputs[0]);
     CG_BW_NONNULL(dx);
     int64_t outer, dim, inner;
-    split_at_axis(n->out, (int)n->iargs[0], &outer, &dim, &inner);
-    if (n->iargs[1])
-        cg_cpu_log_softmax_backward(cg_data(dx), cg_data(n->out), cg_data(gp), outer, dim, inner);
-    else
-        cg_cpu_softmax_backward(cg_data(dx), cg_data(n->out), cg_data(gp), outer, dim, inner);
+    split_at_axis(y, (int)n->iargs[0], &outer, &dim, &inner);
+    bool log = n->iargs[1] != 0;
+    if (cg_on_cuda(y)) {
+#ifdef CG_HAVE_CUDA
+        CG_BW_TRY(log ? cg_cuda_log_softmax_backward(y->dtype, cg_data(dx), cg_data(y), cg_data(gp), outer, dim, inner)
+                      : cg_cuda_softmax_backward(y->dtype, cg_data(dx), cg_data(y), cg_data(gp), outer, dim, inner));
+#else
+        return cg_no_cuda_error(n->op);
+#endif
+    } else if (log) {
+        cg_cpu_log_softmax_backward(cg_data(dx), cg_data(y), cg_data(gp), outer, dim, inner);
+    } else {
+        cg_cpu_softmax_backward(cg_data(dx), cg_data(y), cg_data(gp), outer, dim, inner);
+    }
     gi[0] = dx;
     return CG_OK;
 }
@@ -85,7 +77,7 @@ static cg_status softmax_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi
 static cg_tensor *softmax_op(const char *op, const cg_tensor *x, int axis, bool log) {
     char d[160];
     CG_CHECK_ARG(op, x);
-    if (!cg_check_f32_cpu(op, "x", x)) return NULL;
+    if (!cg_check_float(op, "x", x)) return NULL;
     int ax = cg_normalize_axis(axis, x->ndim);
     if (ax < 0) {
         cg_set_error(CG_ERR_INVALID_ARG, "%s: axis %d is out of range for x %s", op, axis,
@@ -93,14 +85,23 @@ static cg_tensor *softmax_op(const char *op, const cg_tensor *x, int axis, bool 
         return NULL;
     }
     const cg_tensor *xp = cg_contiguous(x);
-    cg_tensor *out = xp ? cg_new_output(x->device, CG_F32, x->ndim, x->shape) : NULL;
+    cg_tensor *out = xp ? cg_new_output(x->device, x->dtype, x->ndim, x->shape) : NULL;
     if (!out) return NULL;
     int64_t outer, dim, inner;
     split_at_axis(x, ax, &outer, &dim, &inner);
-    if (log)
+    if (cg_on_cuda(x)) {
+#ifdef CG_HAVE_CUDA
+        CG_TRY(log ? cg_cuda_log_softmax_forward(x->dtype, cg_data(out), cg_data(xp), outer, dim, inner)
+                   : cg_cuda_softmax_forward(x->dtype, cg_data(out), cg_data(xp), outer, dim, inner));
+#else
+        cg_no_cuda_error(op);
+        return NULL;
+#endif
+    } else if (log) {
         cg_cpu_log_softmax_forward(cg_data(out), cg_data(xp), outer, dim, inner);
-    else
+    } else {
         cg_cpu_softmax_forward(cg_data(out), cg_data(xp), outer, dim, inner);
+    }
     cg_tensor *in[1] = {(cg_tensor *)x};
     cg_node *node = NULL;
     if (!cg_finish(op, softmax_backward, out, 1, in, &node)) return NULL;
@@ -120,14 +121,38 @@ cg_tensor *cg_log_softmax(const cg_tensor *x, int axis) { return softmax_op("log
  * args[0] = label smoothing; iargs = {ignore_index, count of rows not ignored}. */
 static cg_status cross_entropy_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) {
     const cg_tensor *logits = n->saved[0], *lse = n->saved[1], *targets = n->saved[2];
-    cg_tensor *dlogits = cg_new_like(n->inputs[0]);
+    cg_tensor *dlogits = cg_new_grad_for(n->inputs[0]);
     CG_BW_NONNULL(dlogits);
     int64_t V = logits->shape[logits->ndim - 1], N = cg_numel(targets), count = n->iargs[1];
-    float scale = count > 0 ? (float)(cg_get_flat(g, 0) / (double)count) : 0.0f;
-    cg_cpu_cross_entropy_backward(cg_data(dlogits), cg_data(logits), cg_data(lse), cg_data(targets), N, V, n->iargs[0],
-                                  (float)n->args[0], scale);
+    if (cg_on_cuda(logits)) {
+#ifdef CG_HAVE_CUDA
+        /* the incoming gradient stays on the GPU: the kernel reads it there (no round trip to the host) */
+        const cg_tensor *gf = cg_packed_as(g, CG_F32);
+        CG_BW_NONNULL(gf);
+        float scale = count > 0 ? (float)(1.0 / (double)count) : 0.0f;
+        CG_BW_TRY(cg_cuda_cross_entropy_backward(logits->dtype, cg_data(dlogits), cg_data(logits), cg_data(lse),
+                                                 cg_data(targets), N, V, n->iargs[0], (float)n->args[0], scale,
+                                                 cg_data(gf)));
+#else
+        return cg_no_cuda_error(n->op);
+#endif
+    } else {
+        float scale = count > 0 ? (float)(cg_get_flat(g, 0) / (double)count) : 0.0f;
+        cg_cpu_cross_entropy_backward(cg_data(dlogits), cg_data(logits), cg_data(lse), cg_data(targets), N, V,
+                                      n->iargs[0], (float)n->args[0], scale);
+    }
     gi[0] = dlogits;
     return CG_OK;
+}
+
+/* The targets as host int64 values, for the range check and the count of rows not ignored (one download,
+ * after waiting for the GPU, when they live there). */
+static const int64_t *host_targets(const cg_tensor *t64) {
+    if (!cg_on_cuda(t64)) return cg_data(t64);
+    if (cg_device_synchronize(t64->device) != CG_OK) return NULL;
+    cg_arena *a = cg_step_arena(CG_CPU);
+    const cg_tensor *h = a ? cg_tensor_to(a, t64, CG_I64) : NULL;
+    return h ? cg_data(h) : NULL;
 }
 
 cg_tensor *cg_cross_entropy(const cg_tensor *logits, const cg_tensor *targets, int64_t ignore_index,
@@ -136,7 +161,7 @@ cg_tensor *cg_cross_entropy(const cg_tensor *logits, const cg_tensor *targets, i
     char d[160];
     CG_CHECK_ARG(op, logits);
     CG_CHECK_ARG(op, targets);
-    if (!cg_check_f32_cpu(op, "logits", logits)) return NULL;
+    if (!cg_check_float(op, "logits", logits)) return NULL;
     if (logits->ndim < 1) {
         cg_set_error(CG_ERR_SHAPE, "%s: logits %s have no class dim", op, cg_tensor_desc(logits, d, sizeof d));
         return NULL;
@@ -148,7 +173,8 @@ cg_tensor *cg_cross_entropy(const cg_tensor *logits, const cg_tensor *targets, i
     const cg_tensor *t64 = index_rows(op, "logits", logits, "targets", targets);
     if (!t64) return NULL;
     int64_t V = logits->shape[logits->ndim - 1], N = cg_numel(t64), count = 0;
-    const int64_t *tv = cg_data(t64);
+    const int64_t *tv = N > 0 ? host_targets(t64) : NULL;
+    if (N > 0 && !tv) return NULL;
     for (int64_t n = 0; n < N; n++) {
         if (tv[n] == ignore_index) continue;
         if (tv[n] < 0 || tv[n] >= V) {
@@ -164,14 +190,29 @@ cg_tensor *cg_cross_entropy(const cg_tensor *logits, const cg_tensor *targets, i
     cg_tensor *lse = lp ? cg_new_output(logits->device, CG_F32, 1, rows) : NULL;
     cg_tensor *out = lse ? cg_new_output(logits->device, CG_F32, 0, NULL) : NULL;
     if (!out) return NULL;
-    scratch_scope sc;
-    float *row_loss = scratch_begin(&sc, logits->device, N);
+    cg_scratch_scope sc;
+    float *row_loss = cg_scratch_begin(&sc, logits->device, N);
     if (!row_loss) return NULL;
-    cg_cpu_cross_entropy_forward(row_loss, cg_data(lse), cg_data(lp), tv, N, V, ignore_index, label_smoothing);
-    double total = 0.0; /* summed in row order: the same loss whatever the thread count */
-    for (int64_t n = 0; n < N; n++) total += row_loss[n];
-    scratch_end(&sc);
-    *(float *)cg_data(out) = count > 0 ? (float)(total / (double)count) : 0.0f;
+    if (cg_on_cuda(logits)) {
+#ifdef CG_HAVE_CUDA
+        /* the mean loss is summed on the GPU in a fixed order and stays there */
+        cg_status s = cg_cuda_cross_entropy_forward(logits->dtype, row_loss, cg_data(lse), cg_data(lp),
+                                                    cg_data(t64), N, V, ignore_index, label_smoothing);
+        if (s == CG_OK) s = cg_cuda_mean_loss(cg_data(out), row_loss, N, count);
+        cg_scratch_end(&sc);
+        CG_TRY(s);
+#else
+        cg_scratch_end(&sc);
+        cg_no_cuda_error(op);
+        return NULL;
+#endif
+    } else {
+        cg_cpu_cross_entropy_forward(row_loss, cg_data(lse), cg_data(lp), tv, N, V, ignore_index, label_smoothing);
+        double total = 0.0; /* summed in row order: the same loss whatever the thread count */
+        for (int64_t n = 0; n < N; n++) total += row_loss[n];
+        cg_scratch_end(&sc);
+        *(float *)cg_data(out) = count > 0 ? (float)(total / (double)count) : 0.0f;
+    }
 
     cg_tensor *in[2] = {(cg_tensor *)logits, (cg_tensor *)targets};
     cg_node *node = NULL;
@@ -191,7 +232,7 @@ cg_tensor *cg_cross_entropy(const cg_tensor *logits, const cg_tensor *targets, i
 
 /* What it allocates (step arena): out [N] and lse [N] (kept for the backward), packed copies of hidden,
  * weight and tokens only when they are not already packed (f32, f32, i64), and N x (chunk + 1) floats of
- * scratch for the duration of the kernel (given back at once; see scratch_scope). The backward allocates the
+ * scratch for the duration of the kernel (given back at once; see cg_scratch_scope). The backward allocates the
  * gradients dhidden [N, C] and dweight [V, C] (only for inputs that require one; dweight is the full weight's
  * size, as every gradient of a leaf is) and again N x (chunk + 1) floats of scratch. Never N x V. */
 
@@ -205,12 +246,12 @@ static cg_status token_logprobs_backward(cg_node *n, const cg_tensor *g, cg_tens
     if (n->inputs[0]->requires_grad) CG_BW_NONNULL(dh = cg_new_like(n->inputs[0]));
     if (n->inputs[1]->requires_grad) CG_BW_NONNULL(dw = cg_new_like(n->inputs[1]));
     int64_t V = weight->shape[0], C = weight->shape[1], N = cg_numel(tokens), chunk = n->iargs[0];
-    scratch_scope sc;
-    float *scratch = scratch_begin(&sc, hidden->device, cg_cpu_token_logprobs_scratch(N, chunk));
+    cg_scratch_scope sc;
+    float *scratch = cg_scratch_begin(&sc, hidden->device, cg_cpu_token_logprobs_scratch(N, chunk));
     CG_BW_NONNULL(scratch);
     cg_cpu_token_logprobs_backward(dh ? cg_data(dh) : NULL, dw ? cg_data(dw) : NULL, cg_data(gp), cg_data(hidden),
                                    cg_data(weight), cg_data(tokens), cg_data(lse), N, C, V, chunk, scratch);
-    scratch_end(&sc);
+    cg_scratch_end(&sc);
     gi[0] = dh;
     gi[1] = dw;
     return CG_OK;
@@ -259,11 +300,11 @@ cg_tensor *cg_token_logprobs(const cg_tensor *hidden, const cg_tensor *weight, c
     cg_tensor *lse = hp && wp ? cg_new_output(hidden->device, CG_F32, 1, rows) : NULL;
     cg_tensor *out = lse ? cg_new_output(hidden->device, CG_F32, t64->ndim, t64->shape) : NULL;
     if (!out) return NULL;
-    scratch_scope sc;
-    float *scratch = scratch_begin(&sc, hidden->device, cg_cpu_token_logprobs_scratch(N, chunk));
+    cg_scratch_scope sc;
+    float *scratch = cg_scratch_begin(&sc, hidden->device, cg_cpu_token_logprobs_scratch(N, chunk));
     if (!scratch) return NULL;
     cg_cpu_token_logprobs_forward(cg_data(out), cg_data(lse), cg_data(hp), cg_data(wp), tv, N, C, V, chunk, scratch);
-    scratch_end(&sc);
+    cg_scratch_end(&sc);
 
     cg_tensor *in[3] = {(cg_tensor *)hidden, (cg_tensor *)weight, (cg_tensor *)tokens};
     cg_node *node = NULL;
