@@ -315,14 +315,19 @@ static void test_norm_errors(void **state) {
     assert_int_equal(cg_last_status(), CG_ERR_INVALID_ARG);
     assert_error_contains("layernorm: eps -1 must be >= 0");
 
-    /* a CUDA tensor (wrapped, never dereferenced) is refused on the CPU path */
+    /* CUDA tensors (wrapped, never dereferenced): f32 or bf16 only, and one dtype for x and its parameters */
     float dummy[28] = {0};
+    cg_tensor *xi = cg_tensor_wrap(cg_step_arena(CG_CPU), CG_I32, (cg_device){CG_DEVICE_CUDA, 0}, 2, s, dummy);
+    assert_non_null(xi);
+    assert_null(cg_layernorm(xi, w, NULL, 1e-5f));
+    assert_int_equal(cg_last_status(), CG_ERR_DTYPE);
+    assert_error_contains("layernorm: x i32[4, 7] cuda");
+    assert_error_contains("must be f32 or bf16 on a GPU");
     cg_tensor *xc = cg_tensor_wrap(cg_step_arena(CG_CPU), CG_F32, (cg_device){CG_DEVICE_CUDA, 0}, 2, s, dummy);
-    assert_non_null(xc);
-    assert_null(cg_layernorm(xc, w, NULL, 1e-5f));
-    assert_int_equal(cg_last_status(), CG_ERR_UNSUPPORTED);
-    assert_error_contains("layernorm: x f32[4, 7] cuda");
-    assert_error_contains("CUDA tensors need the CUDA backend");
+    cg_tensor *wb = cg_tensor_wrap(cg_step_arena(CG_CPU), CG_BF16, (cg_device){CG_DEVICE_CUDA, 0}, 1, c7, dummy);
+    assert_null(cg_layernorm(xc, wb, NULL, 1e-5f));
+    assert_int_equal(cg_last_status(), CG_ERR_DTYPE);
+    assert_error_contains("differ in dtype");
     cg_tensor *wc = cg_tensor_wrap(cg_step_arena(CG_CPU), CG_F32, (cg_device){CG_DEVICE_CUDA, 0}, 1, c7, dummy);
     assert_null(cg_rmsnorm(x, wc, 1e-5f));
     assert_int_equal(cg_last_status(), CG_ERR_DEVICE);
