@@ -317,9 +317,9 @@ static void test_norm_errors(void **state) {
 
     /* CUDA tensors (wrapped, never dereferenced): f32 or bf16 only, and one dtype for x and its parameters */
     float dummy[28] = {0};
-    cg_tensor *xi = cg_tensor_wrap(cg_step_arena(CG_CPU), CG_I32, (cg_device){CG_DEVICE_CUDA, 0}, 2, s, dummy);
-    assert_non_null(xi);
-    assert_null(cg_layernorm(xi, w, NULL, 1e-5f));
+    cg_tensor *xg = cg_tensor_wrap(cg_step_arena(CG_CPU), CG_I32, (cg_device){CG_DEVICE_CUDA, 0}, 2, s, dummy);
+    assert_non_null(xg);
+    assert_null(cg_layernorm(xg, w, NULL, 1e-5f));
     assert_int_equal(cg_last_status(), CG_ERR_DTYPE);
     assert_error_contains("layernorm: x i32[4, 7] cuda");
     assert_error_contains("must be f32 or bf16 on a GPU");
