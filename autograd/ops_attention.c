@@ -6,13 +6,16 @@
 #include "autograd/ops_common.h"
 #include "core/context.h"
 #include "core/nn_attention.h"
+#ifdef CG_HAVE_CUDA
+#include "cuda/nn.h"
+#endif
 
 #define DESC 160
 
-/* An f32 CPU tensor of rank 4, or an error naming op and the role of t ("q", "x"). */
-static bool check_f32_cpu_4d(const char *op, const char *role, const cg_tensor *t) {
+/* An f32 CPU tensor or an f32/bf16 CUDA tensor of rank 4, or an error naming op and the role of t ("q", "x"). */
+static bool check_float_4d(const char *op, const char *role, const cg_tensor *t) {
     char d[DESC];
-    if (!cg_check_f32_cpu(op, role, t)) return false;
+    if (!cg_check_float(op, role, t)) return false;
     if (t->ndim != 4) {
         cg_set_error(CG_ERR_SHAPE, "%s: %s %s must have 4 dims [B, H, T, D]", op, role,
                      cg_tensor_desc(t, d, sizeof d));
@@ -34,18 +37,44 @@ static float *scratch_floats(size_t n, cg_arena_mark *mark) {
 
 static void scratch_release(cg_arena_mark mark) { cg_arena_rewind(cg_step_arena(CG_CPU), mark); }
 
+/* A host array uploaded to dev's step arena (CUDA ops: positions, key mask); host data itself on the CPU. */
+static void *on_device(cg_device dev, void *host, cg_dtype dt, int64_t n) {
+    if (dev.type != CG_DEVICE_CUDA || !host) return host;
+    int64_t shape[1] = {n > 0 ? n : 1};
+    cg_arena *a = cg_step_arena(dev);
+    cg_tensor *t = a ? cg_tensor_from_data(a, dt, 1, shape, host) : NULL;
+    return t ? cg_data(t) : NULL;
+}
+
+/* t on the host (a copy after waiting for the GPU when t lives there), for the small index/mask inputs that
+ * are checked and converted on the host. */
+static const cg_tensor *host_view(const cg_tensor *t) {
+    if (!cg_on_cuda(t)) return t;
+    if (cg_device_synchronize(t->device) != CG_OK) return NULL;
+    cg_arena *a = cg_step_arena(CG_CPU);
+    return a ? cg_tensor_clone(a, t) : NULL;
+}
+
 /* ------------------------------------------------------------------ RoPE */
 
 static cg_status rope_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) {
     const cg_tensor *x = n->inputs[0];
-    const cg_tensor *gp = cg_contiguous(g);
+    const cg_tensor *gp = cg_packed_as(g, x->dtype);
     CG_BW_NONNULL(gp);
-    cg_tensor *dx = cg_new_like(x);
+    cg_tensor *dx = cg_new_grad_for(x);
     CG_BW_NONNULL(dx);
     cg_rope_config rope = {(float)n->args[0], (float)n->args[1], (float)n->args[2], (float)n->args[3], n->iargs[1]};
-    if (cg_numel(dx) > 0)
+    if (cg_numel(dx) > 0 && cg_on_cuda(x)) {
+#ifdef CG_HAVE_CUDA
+        CG_BW_TRY(cg_cuda_rope_backward(x->dtype, cg_data(dx), cg_data(gp), x->shape[0], x->shape[1], x->shape[2],
+                                        x->shape[3], &rope, n->iargs[0], (const int64_t *)n->extra));
+#else
+        return cg_no_cuda_error("rope");
+#endif
+    } else if (cg_numel(dx) > 0) {
         cg_cpu_rope_backward(cg_data(dx), cg_data(gp), x->shape[0], x->shape[1], x->shape[2], x->shape[3], &rope,
                              n->iargs[0], (const int64_t *)n->extra);
+    }
     gi[0] = dx;
     return CG_OK;
 }
@@ -53,9 +82,9 @@ static cg_status rope_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) {
 /* positions (i32/i64 [B, T], any strides) as a packed int64 array in the step arena. */
 static int64_t *positions_array(const cg_tensor *positions, const cg_tensor *x) {
     char d[DESC], e[DESC];
-    if (positions->device.type != CG_DEVICE_CPU) {
-        cg_set_error(CG_ERR_UNSUPPORTED, "rope: positions %s: CUDA tensors need the CUDA backend",
-                     cg_tensor_desc(positions, d, sizeof d));
+    if (!cg_device_eq(positions->device, x->device) && positions->device.type != CG_DEVICE_CPU) {
+        cg_set_error(CG_ERR_DEVICE, "rope: positions %s must be on the CPU or on x's device (x %s)",
+                     cg_tensor_desc(positions, d, sizeof d), cg_tensor_desc(x, e, sizeof e));
         return NULL;
     }
     if (positions->dtype != CG_I32 && positions->dtype != CG_I64) {
@@ -68,7 +97,8 @@ static int64_t *positions_array(const cg_tensor *positions, const cg_tensor *x) 
                      cg_tensor_desc(x, e, sizeof e));
         return NULL;
     }
-    const cg_tensor *p = cg_contiguous(positions);
+    const cg_tensor *hp = host_view(positions);
+    const cg_tensor *p = hp ? cg_contiguous(hp) : NULL;
     if (!p) return NULL;
     int64_t n = cg_numel(p);
     int64_t *pos = cg_arena_alloc(cg_step_arena(CG_CPU), (size_t)(n ? n : 1) * sizeof(int64_t), 64);
@@ -96,7 +126,7 @@ cg_tensor *cg_rope_scaled(const cg_tensor *x, const cg_rope_config *rope, int64_
     CG_CHECK_ARG("rope", x);
     CG_CHECK_ARG("rope", rope);
     float theta = rope->theta;
-    if (!check_f32_cpu_4d("rope", "x", x)) return NULL;
+    if (!check_float_4d("rope", "x", x)) return NULL;
     if (x->shape[3] % 2 != 0) {
         cg_set_error(CG_ERR_SHAPE, "rope: x %s: the head dim (%lld) must be even (pairs (i, i + D/2))",
                      cg_tensor_desc(x, d, sizeof d), (long long)x->shape[3]);
@@ -115,13 +145,23 @@ cg_tensor *cg_rope_scaled(const cg_tensor *x, const cg_rope_config *rope, int64_
     }
     int64_t *pos = NULL;
     if (positions && !(pos = positions_array(positions, x))) return NULL;
+    if (pos && !(pos = on_device(x->device, pos, CG_I64, x->shape[0] * x->shape[2]))) return NULL;
     const cg_tensor *xp = cg_contiguous(x);
     if (!xp) return NULL;
-    cg_tensor *out = cg_new_output(x->device, CG_F32, 4, x->shape);
+    cg_tensor *out = cg_new_output(x->device, x->dtype, 4, x->shape);
     if (!out) return NULL;
-    if (cg_numel(out) > 0)
+    if (cg_numel(out) > 0 && cg_on_cuda(x)) {
+#ifdef CG_HAVE_CUDA
+        CG_TRY(cg_cuda_rope_forward(x->dtype, cg_data(out), cg_data(xp), x->shape[0], x->shape[1], x->shape[2],
+                                    x->shape[3], rope, pos_offset, pos));
+#else
+        cg_no_cuda_error("rope");
+        return NULL;
+#endif
+    } else if (cg_numel(out) > 0) {
         cg_cpu_rope_forward(cg_data(out), cg_data(xp), x->shape[0], x->shape[1], x->shape[2], x->shape[3], rope,
                             pos_offset, pos);
+    }
     cg_tensor *in[1] = {(cg_tensor *)x};
     cg_node *node = NULL;
     if (!cg_finish("rope", rope_backward, out, 1, in, &node)) return NULL;
@@ -140,11 +180,11 @@ cg_tensor *cg_rope_scaled(const cg_tensor *x, const cg_rope_config *rope, int64_
 /* ------------------------------------------------------------------ attention */
 
 /* key_mask (u8/i32/i64/f32 [B, S], any strides) as bytes, 1 = attend, in the step arena. */
-static uint8_t *key_mask_bytes(const cg_tensor *mask, int64_t B, int64_t S) {
-    char d[DESC];
-    if (mask->device.type != CG_DEVICE_CPU) {
-        cg_set_error(CG_ERR_UNSUPPORTED, "attention: key_mask %s: CUDA tensors need the CUDA backend",
-                     cg_tensor_desc(mask, d, sizeof d));
+static uint8_t *key_mask_bytes(const cg_tensor *mask, const cg_tensor *q, int64_t B, int64_t S) {
+    char d[DESC], e[DESC];
+    if (!cg_device_eq(mask->device, q->device) && mask->device.type != CG_DEVICE_CPU) {
+        cg_set_error(CG_ERR_DEVICE, "attention: key_mask %s must be on the CPU or on q's device (q %s)",
+                     cg_tensor_desc(mask, d, sizeof d), cg_tensor_desc(q, e, sizeof e));
         return NULL;
     }
     if (mask->dtype != CG_U8 && mask->dtype != CG_I32 && mask->dtype != CG_I64 && mask->dtype != CG_F32) {
@@ -163,8 +203,10 @@ static uint8_t *key_mask_bytes(const cg_tensor *mask, int64_t B, int64_t S) {
         cg_set_error(CG_ERR_OOM, "attention: cannot allocate the key mask (%lld bytes)", (long long)n);
         return NULL;
     }
-    for (int64_t i = 0; i < n; i++) bytes[i] = cg_get_flat(mask, i) != 0.0;
-    return bytes;
+    const cg_tensor *hm = host_view(mask);
+    if (!hm) return NULL;
+    for (int64_t i = 0; i < n; i++) bytes[i] = cg_get_flat(hm, i) != 0.0;
+    return on_device(q->device, bytes, CG_U8, n);
 }
 
 static cg_attention_dims dims_of(const cg_tensor *q, const cg_tensor *k, float scale) {
@@ -173,9 +215,10 @@ static cg_attention_dims dims_of(const cg_tensor *q, const cg_tensor *k, float s
                                .scale = scale};
 }
 
-static cg_tensor *zeros_like_packed(const cg_tensor *t) {
-    cg_tensor *z = cg_new_like(t);
-    if (z && cg_fill(z, 0.0) != CG_OK) return NULL;
+/* A gradient buffer for t (t's dtype and device), zero-filled unless the kernel writes every element. */
+static cg_tensor *grad_buffer(const cg_tensor *t, bool kernel_writes_all) {
+    cg_tensor *z = cg_new_grad_for(t);
+    if (z && !kernel_writes_all && cg_fill(z, 0.0) != CG_OK) return NULL;
     return z;
 }
 
@@ -183,10 +226,29 @@ static cg_status attention_backward(cg_node *n, const cg_tensor *g, cg_tensor **
     const cg_tensor *q = n->saved[0], *k = n->saved[1], *v = n->saved[2], *out = n->saved[3], *lse = n->saved[4];
     bool want_q = n->inputs[0]->requires_grad, want_k = n->inputs[1]->requires_grad;
     bool want_v = n->inputs[2]->requires_grad;
-    cg_tensor *dq = want_q ? zeros_like_packed(q) : NULL, *dk = want_k ? zeros_like_packed(k) : NULL;
-    cg_tensor *dv = want_v ? zeros_like_packed(v) : NULL;
+    bool cuda = cg_on_cuda(q), nonempty = cg_numel(q) > 0 && cg_numel(k) > 0;
+    bool all = cuda && nonempty; /* the CUDA kernels write every gradient element; the CPU ones accumulate */
+    cg_tensor *dq = want_q ? grad_buffer(q, all) : NULL, *dk = want_k ? grad_buffer(k, all) : NULL;
+    cg_tensor *dv = want_v ? grad_buffer(v, all) : NULL;
     if ((want_q && !dq) || (want_k && !dk) || (want_v && !dv)) return cg_last_status();
-    if (cg_numel(q) > 0 && cg_numel(k) > 0) {
+    if (nonempty && cuda) {
+#ifdef CG_HAVE_CUDA
+        const cg_tensor *gp = cg_packed_as(g, q->dtype);
+        CG_BW_NONNULL(gp);
+        cg_attention_dims dims = dims_of(q, k, (float)n->args[0]);
+        cg_scratch_scope sc;
+        float *ws = cg_scratch_begin(&sc, q->device, (int64_t)cg_cuda_attention_backward_workspace(&dims));
+        CG_BW_NONNULL(ws);
+        cg_status s = cg_cuda_attention_backward(q->dtype, dq ? cg_data(dq) : NULL, dk ? cg_data(dk) : NULL,
+                                                 dv ? cg_data(dv) : NULL, cg_data(gp), cg_data(q), cg_data(k),
+                                                 cg_data(v), cg_data(out), cg_data(lse), (const uint8_t *)n->extra,
+                                                 &dims, ws);
+        cg_scratch_end(&sc);
+        CG_BW_TRY(s);
+#else
+        return cg_no_cuda_error("attention");
+#endif
+    } else if (nonempty) {
         const cg_tensor *gp = cg_contiguous(g);
         CG_BW_NONNULL(gp);
         cg_attention_dims dims = dims_of(q, k, (float)n->args[0]);
@@ -208,8 +270,8 @@ static cg_status attention_backward(cg_node *n, const cg_tensor *g, cg_tensor **
 /* Every shape relation of attention, with the tensors named in the message. */
 static bool check_attention_shapes(const cg_tensor *q, const cg_tensor *k, const cg_tensor *v) {
     char a[DESC], b[DESC];
-    if (!check_f32_cpu_4d("attention", "q", q) || !check_f32_cpu_4d("attention", "k", k) ||
-        !check_f32_cpu_4d("attention", "v", v))
+    if (!check_float_4d("attention", "q", q) || !check_float_4d("attention", "k", k) ||
+        !check_float_4d("attention", "v", v))
         return false;
     cg_tensor_desc(q, a, sizeof a);
     if (!cg_same_shape(k, v)) {
@@ -256,14 +318,30 @@ cg_tensor *cg_attention(const cg_tensor *q, const cg_tensor *k, const cg_tensor 
     }
     if (scale <= 0.0f) scale = q->shape[3] > 0 ? (float)(1.0 / sqrt((double)q->shape[3])) : 1.0f;
     uint8_t *mask = NULL;
-    if (key_mask && !(mask = key_mask_bytes(key_mask, q->shape[0], k->shape[2]))) return NULL;
+    if (key_mask && !(mask = key_mask_bytes(key_mask, q, q->shape[0], k->shape[2]))) return NULL;
 
-    const cg_tensor *qp = cg_contiguous(q), *kp = cg_contiguous(k), *vp = cg_contiguous(v);
+    if (!cg_device_eq(q->device, k->device) || !cg_device_eq(q->device, v->device)) {
+        char a[DESC], b[DESC];
+        cg_set_error(CG_ERR_DEVICE, "attention: q %s and k/v %s are on different devices",
+                     cg_tensor_desc(q, a, sizeof a), cg_tensor_desc(cg_device_eq(q->device, k->device) ? v : k, b, sizeof b));
+        return NULL;
+    }
+    /* one dtype for the kernels: k and v converted to q's when they differ (CUDA f32/bf16 mixes) */
+    const cg_tensor *qp = cg_contiguous(q), *kp = cg_packed_as(k, q->dtype), *vp = cg_packed_as(v, q->dtype);
     if (!qp || !kp || !vp) return NULL;
-    cg_tensor *out = cg_new_output(q->device, CG_F32, 4, q->shape);
+    cg_tensor *out = cg_new_output(q->device, q->dtype, 4, q->shape);
     cg_tensor *lse = cg_new_output(q->device, CG_F32, 3, q->shape);
     if (!out || !lse) return NULL;
-    if (cg_numel(q) > 0 && cg_numel(k) > 0) {
+    if (cg_numel(q) > 0 && cg_numel(k) > 0 && cg_on_cuda(q)) {
+#ifdef CG_HAVE_CUDA
+        cg_attention_dims dims = dims_of(q, k, scale);
+        CG_TRY(cg_cuda_attention_forward(q->dtype, cg_data(out), cg_data(lse), cg_data(qp), cg_data(kp), cg_data(vp),
+                                         mask, &dims));
+#else
+        cg_no_cuda_error("attention");
+        return NULL;
+#endif
+    } else if (cg_numel(q) > 0 && cg_numel(k) > 0) {
         cg_attention_dims dims = dims_of(q, k, scale);
         int threads = cg_get_num_threads();
         cg_arena_mark mark;

@@ -591,13 +591,13 @@ static void test_rope_errors(void **state) {
     assert_error_contains("positions i64[1, 4] cpu must be [B, T] = [1, 3]");
     assert_null(cg_rope(x, 10000.0f, 0, cg_tensor_zeros(cg_step_arena(CG_CPU), CG_F32, 2, ps)));
     assert_error_contains("must be i32 or i64");
-    /* a CUDA tensor (never dereferenced: the op refuses it first) */
+    /* a CUDA tensor (never dereferenced: the op refuses it first) must be f32 or bf16 */
     float dummy[48];
-    cg_tensor *gpu = cg_tensor_wrap(cg_step_arena(CG_CPU), CG_F32, (cg_device){CG_DEVICE_CUDA, 0}, 4, s4, dummy);
+    cg_tensor *gpu = cg_tensor_wrap(cg_step_arena(CG_CPU), CG_I32, (cg_device){CG_DEVICE_CUDA, 0}, 4, s4, dummy);
     assert_non_null(gpu);
     assert_null(cg_rope(gpu, 10000.0f, 0, NULL));
-    assert_int_equal(cg_last_status(), CG_ERR_UNSUPPORTED);
-    assert_error_contains("CUDA tensors need the CUDA backend");
+    assert_int_equal(cg_last_status(), CG_ERR_DTYPE);
+    assert_error_contains("must be f32 or bf16 on a GPU");
 }
 
 static void test_attention_errors(void **state) {
@@ -644,8 +644,8 @@ static void test_attention_errors(void **state) {
     cg_tensor *gpu = cg_tensor_wrap(cg_step_arena(CG_CPU), CG_F32, (cg_device){CG_DEVICE_CUDA, 0}, 4, qs, dummy);
     assert_non_null(gpu);
     assert_null(cg_attention(gpu, k, v, NULL, 0.0f));
-    assert_int_equal(cg_last_status(), CG_ERR_UNSUPPORTED);
-    assert_error_contains("attention: q f32[2, 4, 5, 8] cuda:0: CUDA tensors need the CUDA backend");
+    assert_int_equal(cg_last_status(), CG_ERR_DEVICE);
+    assert_error_contains("attention: q f32[2, 4, 5, 8] cuda:0 and k/v f32[2, 2, 7, 8] cpu are on different devices");
 }
 
 int main(void) {
