@@ -24,6 +24,7 @@ static const cg_dtype DTYPES[2] = {CG_F32, CG_BF16};
 
 /* ------------------------------------------------------------------ helpers */
 
+#ifdef CG_HAVE_CUDA /* the raw-kernel helpers: only the kernel tests (CUDA builds) use them */
 /* n floats in [-1, 1) * scale + shift on the host (rounded to bf16 values when dt is bf16, so that the CPU
  * reference sees exactly what the GPU does). */
 static float *host_rand(int64_t n, uint64_t seed, float scale, float shift, cg_dtype dt) {
@@ -84,6 +85,8 @@ static float *download(const void *p, int64_t n, cg_dtype dt) {
     return cg_data(h);
 }
 
+#endif
+
 static void expect_close_at(const char *what, const float *gpu, const float *cpu, int64_t n, cg_dtype dt,
                             const char *file, int line) {
     double m = 0.0, tol = dt == CG_F32 ? F32_TOL : BF16_TOL;
@@ -103,7 +106,9 @@ static void expect_close_at(const char *what, const float *gpu, const float *cpu
 
 /* ------------------------------------------------------------------ norms */
 
+#ifdef CG_HAVE_CUDA
 static const int64_t NORM_SHAPES[][2] = {{1, 7}, {3, 7}, {5, 769}, {64, 768}, {17, 1}, {300, 1000}, {2048, 768}};
+#endif
 
 static void test_layernorm_matches_cpu(void **state) {
     (void)state;
@@ -223,7 +228,9 @@ static void test_norm_weight_grad_is_deterministic(void **state) {
 
 /* ------------------------------------------------------------------ activations */
 
+#ifdef CG_HAVE_CUDA
 static const int64_t ACT_SIZES[] = {1, 7, 769, 100003};
+#endif
 
 static void test_activations_match_cpu(void **state) {
     (void)state;
@@ -384,6 +391,7 @@ static void test_cross_entropy_matches_cpu(void **state) {
 
 /* ------------------------------------------------------------------ attention */
 
+#ifdef CG_HAVE_CUDA
 typedef struct attn_case {
     int64_t B, Hq, Hkv, T, S, D;
     int masked;
@@ -397,6 +405,7 @@ static const attn_case ATTN_CASES[] = {
     {1, 3, 1, 17, 17, 40, 0},  /* a head dim off the tuned ones */
     {1, 2, 1, 1, 70, 64, 1},   /* decoding: one query against a cache */
 };
+#endif
 
 static void test_attention_matches_cpu(void **state) {
     (void)state;
