@@ -151,12 +151,21 @@ features:
 # Quiet compile lines; V=1 shows the full commands.
 Q := $(if $(filter 1,$(V)),,@)
 
-$(BUILD)/obj/%.o: %.c
+# Objects depend on the flags they were compiled with: a feature that appears (a package installed since the
+# last build) or a switch that changes rebuilds everything, never a half-old build.
+FLAGS_FILE := $(BUILD)/flags.txt
+FLAGS_NOW := $(CC) $(CFLAGS) | $(NVCCFLAGS) | $(FEATURE_LIBS)
+ifneq ($(FLAGS_NOW),$(file <$(FLAGS_FILE)))
+$(shell mkdir -p $(BUILD))
+$(file >$(FLAGS_FILE),$(FLAGS_NOW))
+endif
+
+$(BUILD)/obj/%.o: %.c $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC    $<")
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/obj/%.cu.o: %.cu
+$(BUILD)/obj/%.cu.o: %.cu $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  NVCC  $<")
 	$(Q)$(NVCC) $(NVCCFLAGS) -c $< -o $@
