@@ -3,6 +3,7 @@
 #define CGRAD_H
 
 #include "core/arena.h"
+#include "core/comm.h"
 #include "core/context.h"
 #include "core/device.h"
 #include "core/dtype.h"
@@ -26,6 +27,7 @@
 #include "models/tokenizer.h"
 
 #include "optim/data.h"
+#include "optim/dist.h"
 #include "optim/optim.h"
 #include "optim/train.h"
 

@@ -305,6 +305,11 @@ void cg_comm_progress(cg_comm *c, cg_comm_request *req) {
 cg_status cg_comm_wait(cg_comm *c, cg_comm_request *req) {
     if (!c || !req) return cg_set_error(CG_ERR_INVALID_ARG, "comm wait: NULL argument");
     if (!req->active) return CG_OK;
+    if (c->broken) { /* a request of a broken communicator never completes: do not wait a second timeout */
+        req->active = false;
+        return cg_set_error(CG_ERR_COMM, "comm all-reduce on rank %d: the communicator is broken by an earlier "
+                            "failure", c->rank);
+    }
     if (c->size == 1 || req->count == 0) {
         req->active = false;
         return CG_OK;

@@ -47,6 +47,18 @@ cg_status cg_optimizer_save_state(const cg_optimizer *o, void *buf) {
     p += STATE_HEADER_BYTES;
     for (int i = 0; i < o->n_params; i++, p += 8)
         put_u64(p, (uint64_t)o->params[i].numel);
+    if (o->comm) { /* ZeRO-1: each state tensor gathered from the shards, then written whole */
+        cg_optimizer *mo = (cg_optimizer *)o; /* the gather buffer is scratch */
+        float *mine = mo->gather + (size_t)cg_comm_rank(o->comm) * (size_t)o->shard_size;
+        for (int k = 0; k < o->n_state; k++) {
+            cg_optim_copy_range(mo, k, o->shard_lo, o->shard_hi, mine, true);
+            cg_status s = cg_comm_allgather(o->comm, CG_CPU, mine, mo->gather, o->shard_size, CG_F32);
+            if (s != CG_OK) return cg_error_context("optimizer save_state (ZeRO-1 gather): ");
+            memcpy(p, mo->gather, (size_t)o->total_elements * sizeof(float));
+            p += (size_t)o->total_elements * sizeof(float);
+        }
+        return CG_OK;
+    }
     for (int k = 0; k < o->n_state; k++) {
         for (int i = 0; i < o->n_params; i++) {
             size_t nb = (size_t)o->params[i].numel * sizeof(float);
@@ -89,12 +101,13 @@ cg_status cg_optimizer_load_state(cg_optimizer *o, const void *buf, size_t n) {
                                 o->params[i].t->name ? o->params[i].t->name : "(unnamed)", (unsigned long long)numel,
                                 (long long)o->params[i].numel);
     }
-    /* Everything checked: now copy. */
+    /* Everything checked: now copy (a ZeRO-1 optimizer keeps its shard of each state tensor). */
     for (int k = 0; k < o->n_state; k++) {
         for (int i = 0; i < o->n_params; i++) {
-            size_t nb = (size_t)o->params[i].numel * sizeof(float);
-            if (nb) memcpy(o->params[i].state[k], p, nb);
-            p += nb;
+            const cg_optim_param *q = &o->params[i];
+            size_t nb = (size_t)q->shard_len * sizeof(float);
+            if (nb) memcpy(q->state[k], p + (size_t)q->shard_start * sizeof(float), nb);
+            p += (size_t)q->numel * sizeof(float);
         }
     }
     o->step = step;

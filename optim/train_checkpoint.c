@@ -329,7 +329,14 @@ cg_status cg_train_state_read(cg_trainer *tr, const char *path) {
     rng.seed = r_u64(&r);
     rng.offset = r_u64(&r);
     rng.stream = r_u64(&r);
-    if (B != tr->cfg.batch || T != tr->cfg.seq_len || total != tr->cfg.total_batch || world != tr->cfg.world_size) {
+    /* Another rank count (and maybe per-rank batch): the same seq_len and total batch, and the position mapped
+     * to the new sample size when it falls on one of its boundaries (sample s of W ranks of B rows starts at
+     * token s * W * B * T of its shard). */
+    int64_t new_rows = tr->cfg.batch * tr->cfg.world_size; /* rows of one sample over all ranks */
+    if (world != tr->cfg.world_size && world > 0 && B > 0 && T == tr->cfg.seq_len && total == tr->cfg.total_batch &&
+        (pos.sample * world * B) % new_rows == 0)
+        pos.sample = pos.sample * world * B / new_rows;
+    else if (B != tr->cfg.batch || T != tr->cfg.seq_len || total != tr->cfg.total_batch || world != tr->cfg.world_size) {
         s = cg_set_error(
             CG_ERR_INVALID_ARG,
             "train state '%s': saved with batch %lld, seq %lld, total batch %lld, world %lld; this run has "
@@ -502,8 +509,37 @@ static cg_status prune(const char *out_dir, int keep_last) {
     return s;
 }
 
+static cg_status save_files(cg_trainer *tr, const char *out_dir, int keep_last, char *path_out, size_t path_cap);
+
+/* Data parallel: rank 0 writes; the others take part in gathering a ZeRO-1 optimizer state; then all meet,
+ * so the checkpoint is complete for everyone when save returns. */
 cg_status cg_trainer_save(cg_trainer *tr, const char *out_dir, int keep_last, char *path_out, size_t path_cap) {
     if (!tr || !out_dir) return cg_set_error(CG_ERR_INVALID_ARG, "checkpoint: NULL trainer or directory");
+    if (cg_comm_size(tr->comm) == 1) return save_files(tr, out_dir, keep_last, path_out, path_cap);
+    cg_status s = CG_OK;
+    if (cg_comm_rank(tr->comm) == 0) {
+        s = save_files(tr, out_dir, keep_last, path_out, path_cap);
+    } else if (cg_optimizer_is_sharded(tr->opt)) {
+        size_t n = cg_optimizer_state_bytes(tr->opt);
+        void *scratch = malloc(n);
+        if (!scratch) return cg_set_error(CG_ERR_OOM, "checkpoint: out of memory for the optimizer state");
+        s = cg_optimizer_save_state(tr->opt, scratch);
+        free(scratch);
+    }
+    if (path_out && path_cap && cg_comm_rank(tr->comm) != 0)
+        snprintf(path_out, path_cap, "%s/" CKPT_PREFIX "%08lld", out_dir, (long long)tr->step);
+    /* Rank 0's write failing is everybody's failure. */
+    double failed = s != CG_OK ? 1.0 : 0.0;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", cg_last_error());
+    cg_status cs = cg_comm_allreduce_f64(tr->comm, &failed, 1, CG_COMM_SUM);
+    if (cs != CG_OK) return cs;
+    if (s != CG_OK) return cg_set_error(s, "%s", msg);
+    if (failed != 0.0) return cg_set_error(CG_ERR_IO, "checkpoint: rank 0 could not write the checkpoint");
+    return CG_OK;
+}
+
+static cg_status save_files(cg_trainer *tr, const char *out_dir, int keep_last, char *path_out, size_t path_cap) {
     if (strlen(out_dir) > 3500) return cg_set_error(CG_ERR_INVALID_ARG, "checkpoint: directory name too long");
     cg_status s = mkdir_p(out_dir);
     if (s != CG_OK) return s;
