@@ -1,6 +1,7 @@
 /* Data parallelism over MPI on the CPU: the collectives with 2 ranks against hand-computed values, the
  * gradient-ready hook, a 2-rank training run (batch B per rank) against a 1-rank run with batch 2B (with and
- * without ZeRO-1 and gradient accumulation, and a ZeRO-1 checkpoint resumed by one rank), and a rank that
+ * without ZeRO-1 and gradient accumulation, and a ZeRO-1 checkpoint resumed by one rank), an RL step (GRPO,
+ * DAPO's token-mean, DisCO) over 2 ranks against the 1-rank step, and a rank that
  * hangs or dies ending the job within the timeout.
  *
  * The 2-rank parts run this same binary under `mpirun -np 2` with "--worker <what> ..." (see main); the
@@ -233,6 +234,77 @@ static int worker_fault(cg_comm *comm, int argc, char **argv) {
     return 0;
 }
 
+/* 1 when the response's first byte is even: a binary reward with variance even for an untrained policy. */
+static float even_first_byte(const char *prompt, const char *response, size_t len, const char *answer, void *user) {
+    (void)prompt, (void)answer, (void)user;
+    return len > 0 && ((unsigned char)response[0] % 2 == 0) ? 1.0f : 0.0f;
+}
+
+#define RL_STEPS 2
+
+/* RL_STEPS steps of algo with P = 4 prompts (over all ranks), G = 4; the policy's parameters (malloc'd). */
+static cg_status rl_run(cg_comm *comm, cg_rl_algo algo, bool zero1, float **params, int64_t *n, double *reward,
+                        double *moved) {
+    cg_model_config mc;
+    cg_model *m = NULL;
+    cg_tokenizer *tok = NULL;
+    cg_task_set *tasks = NULL;
+    cg_rl_trainer *t = NULL;
+    cg_task_item items[4] = {{"1+1=", "2"}, {"2+2=", "4"}, {"3+3=", "6"}, {"4+4=", "8"}};
+    cg_status s = cg_model_config_preset("llama:tiny", &mc);
+    if (s == CG_OK) s = cg_model_create(&mc, CG_CPU, cg_comm_rank(comm) == 0 ? 5 : 6, &m);
+    if (s == CG_OK) s = cg_tokenizer_char_create(CG_CHAR_ALPHABET_DEFAULT, &tok);
+    if (s == CG_OK) s = cg_task_set_from_items(items, 4, &tasks);
+    cg_reward rw[1] = {{even_first_byte, NULL, 1.0f}};
+    cg_rl_trainer_config c = cg_rl_trainer_config_default(algo);
+    c.obj.kl_beta = 0.0f;
+    c.obj.dynamic_sampling = false; /* DAPO: test its global token-mean, not the refill */
+    c.prompts_per_step = 4, c.group_size = 4;
+    c.sampling.max_new_tokens = 10; /* long enough for some rows to end early: unequal token counts per rank */
+    if (c.obj.overlong_penalty) c.obj.overlong_cache_len = 2;
+    c.obj.overlong_filter = false; /* keep the truncated rows' tokens in the loss */
+    /* SGD: its update scales with the gradient, so a wrong normaliser shows (Adam's would hide a scale) */
+    c.opt = cg_optimizer_config_default(CG_OPT_SGD);
+    c.opt.lr = 0.5f;
+    c.comm = comm;
+    c.zero1 = zero1;
+    if (s == CG_OK) s = cg_rl_trainer_create(m, NULL, tok, tasks, rw, 1, &c, &t);
+    *reward = 0;
+    float *start = s == CG_OK ? params_flat(m, n) : NULL;
+    for (int i = 0; s == CG_OK && i < RL_STEPS; i++) {
+        cg_rl_step_stats st;
+        s = cg_rl_trainer_step(t, &st);
+        *reward += st.reward / RL_STEPS;
+    }
+    if (s == CG_OK) *params = params_flat(m, n);
+    *moved = 0;
+    for (int64_t i = 0; s == CG_OK && i < *n; i++) *moved = fmax(*moved, fabs((double)(*params)[i] - start[i]));
+    free(start);
+    cg_rl_trainer_free(t);
+    cg_task_set_free(tasks);
+    cg_tokenizer_free(tok);
+    cg_model_free(m);
+    return s;
+}
+
+/* rl ALGO ZERO OUT: each rank writes OUT.<rank> (parameters) */
+static int worker_rl(cg_comm *comm, int argc, char **argv) {
+    WORKER_CHECK(argc >= 3, "rl: arguments");
+    cg_rl_algo algo;
+    WORKER_CHECK(cg_rl_algo_parse(argv[0], &algo) == CG_OK, "algo");
+    float *v = NULL;
+    int64_t n;
+    double reward, moved;
+    WORKER_CHECK(rl_run(comm, algo, atoi(argv[1]) != 0, &v, &n, &reward, &moved) == CG_OK, "rl run");
+    char path[512];
+    snprintf(path, sizeof path, "%s.%d", argv[2], cg_comm_rank(comm));
+    write_floats(path, v, n);
+    snprintf(path, sizeof path, "%s.reward", argv[2]);
+    if (cg_comm_rank(comm) == 0) write_floats(path, &(float){(float)reward}, 1);
+    free(v);
+    return 0;
+}
+
 static int worker_main(int argc, char **argv) {
     cg_set_num_threads(1);
     cg_comm *comm;
@@ -244,6 +316,7 @@ static int worker_main(int argc, char **argv) {
     if (strcmp(argv[0], "collectives") == 0) rc = worker_collectives(comm);
     else if (strcmp(argv[0], "train") == 0) rc = worker_train(comm, argc - 1, argv + 1);
     else if (strcmp(argv[0], "fault") == 0) rc = worker_fault(comm, argc - 1, argv + 1);
+    else if (strcmp(argv[0], "rl") == 0) rc = worker_rl(comm, argc - 1, argv + 1);
     cg_comm_free(comm);
     return rc;
 }
@@ -453,6 +526,52 @@ static void test_zero1_checkpoint_resumes_on_one_rank(void **state) {
     train_close(&res);
 }
 
+/* An RL step over 2 ranks (2 prompts each) against one rank with all 4 prompts. */
+static void check_rl(const char *algo_name, bool zero1) {
+    cg_rl_algo algo;
+    assert_ok(cg_rl_algo_parse(algo_name, &algo));
+    float *want = NULL;
+    int64_t n;
+    double reward, moved;
+    assert_ok(rl_run(cg_comm_single(), algo, false, &want, &n, &reward, &moved));
+    char args[512], out[16384];
+    snprintf(args, sizeof args, "rl %s %d %s", algo_name, zero1 ? 1 : 0, tmp_path("rl"));
+    int rc = mpirun2(args, out, sizeof out, NULL);
+    if (rc != 0) print_error("%s\n", out);
+    assert_int_equal(rc, 0);
+    int64_t m;
+    char path[512];
+    snprintf(path, sizeof path, "%s.reward", tmp_path("rl"));
+    float *rw = read_floats(path, &m);
+    assert_non_null(rw);
+    double maxdiff = 0;
+    for (int r = 0; r < 2; r++) {
+        snprintf(path, sizeof path, "%s.%d", tmp_path("rl"), r);
+        float *got = read_floats(path, &m);
+        assert_non_null(got);
+        assert_int_equal(m, n);
+        for (int64_t i = 0; i < n; i++) maxdiff = fmax(maxdiff, fabs((double)got[i] - want[i]));
+        free(got);
+    }
+    print_message("%s%s: mean reward 1 rank %.4f, 2 ranks %.4f; max |2 ranks - 1 rank| = %.3g (moved %.3g)\n",
+                  algo_name, zero1 ? " (ZeRO-1)" : "", reward, rw[0], maxdiff, moved);
+    assert_true(moved > 1e-3);
+    /* the same rollouts (same sampling streams per row) give the same rewards; the updates differ by fp32
+     * rounding of the gradient sums only */
+    assert_close(rw[0], reward, 1e-6, 1e-6);
+    assert_true(maxdiff < 2e-5);
+    free(rw);
+    free(want);
+}
+
+static void test_rl_two_ranks_equal_one(void **state) {
+    (void)state;
+    if (!mpi_available()) skip();
+    check_rl("grpo", false);
+    check_rl("dapo", true);
+    check_rl("disco", false);
+}
+
 static void check_fault(const char *mode) {
     char args[256], out[16384];
     double seconds;
@@ -502,6 +621,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test_teardown(test_two_ranks_accum, cg_test_teardown),
         cmocka_unit_test_teardown(test_two_ranks_zero1_accum, cg_test_teardown),
         cmocka_unit_test_teardown(test_zero1_checkpoint_resumes_on_one_rank, cg_test_teardown),
+        cmocka_unit_test_teardown(test_rl_two_ranks_equal_one, cg_test_teardown),
         cmocka_unit_test(test_hung_rank_ends_job),
         cmocka_unit_test(test_killed_rank_ends_job),
     };
