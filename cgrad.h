@@ -2,6 +2,7 @@
 #ifndef CGRAD_H
 #define CGRAD_H
 
+#include "core/affinity.h"
 #include "core/arena.h"
 #include "core/comm.h"
 #include "core/context.h"
