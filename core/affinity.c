@@ -50,7 +50,8 @@ cg_status cg_affinity_bind(int local_rank, int local_size, int cuda_device, char
         hwloc_bitmap_t sets[1024];
         unsigned n = (unsigned)(local_size < 1024 ? local_size : 1024);
         hwloc_obj_t root = hwloc_get_root_obj(topo);
-        for (unsigned i = 0; i < n; i++) sets[i] = hwloc_bitmap_alloc();
+        /* hwloc_distrib allocates each set itself (hwloc_bitmap_dup) */
+        for (unsigned i = 0; i < n; i++) sets[i] = NULL;
         if (hwloc_distrib(topo, &root, 1, sets, n, INT_MAX, 0) == 0) {
             set = sets[local_rank % (int)n];
             sets[local_rank % (int)n] = NULL;

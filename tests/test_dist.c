@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/affinity.h"
 #include "core/comm.h"
 #include "optim/dist.h"
 #include "optim/train.h"
@@ -374,6 +375,25 @@ static void test_single_backend(void **state) {
     cg_comm_free(c);
 }
 
+/* One rank of one: bound to the whole machine (a no-op), with a line saying so; bad ranks are refused. */
+static void test_affinity(void **state) {
+    (void)state;
+    char desc[256];
+    int n = -1;
+    assert_ok(cg_affinity_bind(0, 1, -1, desc, sizeof desc, &n));
+    print_message("affinity: %s\n", desc);
+#ifdef CG_HAVE_HWLOC
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_true(n >= 1 && n <= online);
+    assert_non_null(strstr(desc, "cores "));
+#else
+    assert_int_equal(n, 0);
+    assert_non_null(strstr(desc, "without hwloc"));
+#endif
+    assert_int_equal(cg_affinity_bind(2, 2, -1, desc, sizeof desc, &n), CG_ERR_INVALID_ARG);
+    assert_error_contains("local rank 2 of 2");
+}
+
 static cg_tensor **hook_seen;
 static int hook_count;
 static void record_ready(cg_tensor *leaf, void *user) {
@@ -572,6 +592,57 @@ static void test_rl_two_ranks_equal_one(void **state) {
     check_rl("disco", false);
 }
 
+/* `mpirun -np 2 cgrad train` and `cgrad rl`: each rank says what it bound, rank 0 alone prints progress and
+ * writes the files; a bad --zero is a usage error. */
+static void test_cli_two_ranks(void **state) {
+    (void)state;
+    if (!mpi_available()) skip();
+    const char *bin = getenv("CGRAD_BIN") ? getenv("CGRAD_BIN") : "build/bin/cgrad";
+    char cmd[4096], out[16384];
+    snprintf(cmd, sizeof cmd,
+             "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader mpirun --oversubscribe "
+             "--bind-to none -np 2 %s train --model gpt2:tiny --data %s --steps 2 --batch 2 --seq 16 --zero 1 "
+             "--out %s --comm-timeout 60 2>&1",
+             bin, train_text(), tmp_path("cli_out"));
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t len = fread(out, 1, sizeof out - 1, p);
+    out[len] = '\0';
+    assert_int_equal(pclose(p), 0);
+    const char *want[] = {"rank 0 of 2 (mpi", "rank 1 of 2 (mpi", "x 2 ranks (ZeRO-1)", "step     2/2", "saved "};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        if (!strstr(out, want[i])) {
+            print_error("'%s' missing from:\n%s\n", want[i], out);
+            fail();
+        }
+    }
+    const char *first = strstr(out, "step     1/2");
+    assert_non_null(first);
+    assert_null(strstr(first + 1, "step     1/2")); /* printed by rank 0 only */
+    char ckpt[512];
+    snprintf(ckpt, sizeof ckpt, "%s/ckpt_00000002/train_state.bin", tmp_path("cli_out"));
+    FILE *f = fopen(ckpt, "rb");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd,
+             "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader mpirun --oversubscribe "
+             "--bind-to none -np 2 %s rl --sft-steps 5 --steps 2 --prompts 4 --group 2 --eval-items 4 --out %s 2>&1",
+             bin, tmp_path("cli_rl"));
+    p = popen(cmd, "r");
+    assert_non_null(p);
+    len = fread(out, 1, sizeof out - 1, p);
+    out[len] = '\0';
+    assert_int_equal(pclose(p), 0);
+    if (!strstr(out, "rl step    2/2") || !strstr(out, "rank 1 of 2")) {
+        print_error("cgrad rl under mpirun:\n%s\n", out);
+        fail();
+    }
+    char args[256];
+    snprintf(args, sizeof args, "train --zero 2");
+    assert_int_equal(cg_test_run_cgrad(args, out, sizeof out), 2);
+    assert_non_null(strstr(out, "--zero 2"));
+}
+
 static void check_fault(const char *mode) {
     char args[256], out[16384];
     double seconds;
@@ -616,12 +687,14 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_single_backend),
         cmocka_unit_test_teardown(test_grad_ready_hook, cg_test_teardown),
+        cmocka_unit_test(test_affinity),
         cmocka_unit_test(test_collectives_2_ranks),
         cmocka_unit_test_teardown(test_two_ranks_equal_one, cg_test_teardown),
         cmocka_unit_test_teardown(test_two_ranks_accum, cg_test_teardown),
         cmocka_unit_test_teardown(test_two_ranks_zero1_accum, cg_test_teardown),
         cmocka_unit_test_teardown(test_zero1_checkpoint_resumes_on_one_rank, cg_test_teardown),
         cmocka_unit_test_teardown(test_rl_two_ranks_equal_one, cg_test_teardown),
+        cmocka_unit_test(test_cli_two_ranks),
         cmocka_unit_test(test_hung_rank_ends_job),
         cmocka_unit_test(test_killed_rank_ends_job),
     };
