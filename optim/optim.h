@@ -153,6 +153,14 @@ float cg_optimizer_param_lr_mult(const cg_optimizer *opt, int i);
  * only go back into an optimizer built the same way; the hyperparameters come from the config, not the
  * state. A save followed by a load gives bit-identical later steps. */
 size_t cg_optimizer_state_bytes(const cg_optimizer *opt);
+/* ZeRO-1 checkpoints without gathering: each rank saves its shard (header { "CGOPTSH1", version, kind,
+ * n_params, n_state, step, total elements, lo, hi }, the element counts, then each state tensor's elements
+ * [lo, hi) in global order), and an optimizer over any number of ranks (sharded or not) loads the shards
+ * covering its own range; they must all be from one step and not overlap. Load checks everything before
+ * changing anything. */
+size_t cg_optimizer_shard_bytes(const cg_optimizer *opt);
+cg_status cg_optimizer_save_shard(const cg_optimizer *opt, void *buf);
+cg_status cg_optimizer_load_shards(cg_optimizer *opt, int n, const void *const *bufs, const size_t *lens);
 /* buf holds cg_optimizer_state_bytes(opt) bytes. */
 cg_status cg_optimizer_save_state(const cg_optimizer *opt, void *buf);
 cg_status cg_optimizer_load_state(cg_optimizer *opt, const void *buf, size_t n);

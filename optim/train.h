@@ -48,8 +48,11 @@
  * are broadcast from rank 0 at create, and the gradients are averaged over the ranks in buckets overlapped
  * with the backward of the last micro-batch (no communication on the earlier ones). The reported loss is
  * the mean over ranks, so every rank takes the same skip decisions. With zero1 the optimizer is
- * cg_optimizer_create_zero1. Checkpoints: rank 0 writes the files; every rank takes part in gathering a
- * ZeRO-1 optimizer state, which is saved whole; every rank resumes from the same files. A checkpoint
+ * cg_optimizer_create_zero1. Checkpoints: rank 0 writes the model and train_state.bin; with ZeRO-1 every
+ * rank writes its optimizer shard, optim_shard_<rank>_of_<W>.bin (cg_optimizer_save_shard, in the same
+ * header + checksum framing as the state, magic "CGOSHRD1"), into the checkpoint directory before rank 0
+ * renames it, and train_state.bin then holds 0 optimizer bytes. Every rank resumes from the same files (a
+ * shared filesystem across nodes), reading whichever shards cover its range. A checkpoint
  * resumes with another rank count (and per-rank batch) when seq_len and the total batch are the same and its
  * data position falls on a sample boundary of the new layout (else it is refused, naming both).
  * Everything else a step depends on is a function of the step number (schedule, gradient noise via the

@@ -188,7 +188,8 @@ static int worker_collectives(cg_comm *comm) {
     return 0;
 }
 
-/* train TEXT OUT ZERO ACCUM [SAVE_DIR]: TRAIN_STEPS steps with B per rank; each rank writes OUT.<rank> */
+/* train TEXT OUT ZERO ACCUM [SAVE_DIR [RESUME_STEPS]]: TRAIN_STEPS steps with B per rank, then a checkpoint in
+ * SAVE_DIR; or, with RESUME_STEPS, resume from SAVE_DIR and take that many steps. Each rank writes OUT.<rank>. */
 static int worker_train(cg_comm *comm, int argc, char **argv) {
     WORKER_CHECK(argc >= 4, "train: arguments");
     const char *text = argv[0], *out = argv[1];
@@ -197,7 +198,13 @@ static int worker_train(cg_comm *comm, int argc, char **argv) {
     train_run run;
     WORKER_CHECK(train_open(&run, text, comm, TRAIN_B, accum, zero1) == CG_OK, "train_open");
     WORKER_CHECK(cg_optimizer_is_sharded(cg_trainer_optimizer(run.tr)) == zero1, "sharded");
-    for (int i = 0; i < TRAIN_STEPS; i++) {
+    int steps = TRAIN_STEPS;
+    if (argc >= 6) { /* resume from SAVE_DIR and take that many steps more */
+        bool resumed = false;
+        WORKER_CHECK(cg_trainer_resume(run.tr, argv[4], &resumed, NULL, 0) == CG_OK && resumed, "resume");
+        steps = atoi(argv[5]);
+    }
+    for (int i = 0; i < steps; i++) {
         cg_train_step_info info;
         WORKER_CHECK(cg_trainer_step(run.tr, &info) == CG_OK, "step %d", i);
         WORKER_CHECK(!info.skipped, "step %d skipped", i);
@@ -207,7 +214,7 @@ static int worker_train(cg_comm *comm, int argc, char **argv) {
         if (i == 0 && cg_comm_rank(comm) == 0)
             printf("%d gradient buckets, %d started during backward\n", info.buckets, info.buckets_overlapped);
     }
-    if (argc >= 5) WORKER_CHECK(cg_trainer_save(run.tr, argv[4], 0, NULL, 0) == CG_OK, "save");
+    if (argc == 5) WORKER_CHECK(cg_trainer_save(run.tr, argv[4], 0, NULL, 0) == CG_OK, "save");
     int64_t n;
     float *v = params_flat(run.m, &n);
     char path[512];
@@ -394,6 +401,59 @@ static void test_affinity(void **state) {
     assert_error_contains("local rank 2 of 2");
 }
 
+/* Optimizer shards in one process: a full-range shard loads into a fresh optimizer (then both step alike);
+ * a shard of another optimizer, one that leaves elements uncovered and a wrong size are refused. */
+static void test_optimizer_shards(void **state) {
+    (void)state;
+    int64_t s1[2] = {3, 4}, s2[1] = {5};
+    cg_tensor *p[2] = {cg_test_rand_tensor(2, s1, 1, 1, 0, true), cg_test_rand_tensor(1, s2, 2, 1, 0, true)};
+    cg_tensor *q[2] = {cg_test_rand_tensor(2, s1, 1, 1, 0, true), cg_test_rand_tensor(1, s2, 2, 1, 0, true)};
+    cg_optimizer_config c = cg_optimizer_config_default(CG_OPT_ADAMW);
+    cg_optimizer *a, *b, *lion;
+    assert_ok(cg_optimizer_create(&c, 2, p, &a));
+    assert_ok(cg_optimizer_create(&c, 2, q, &b));
+    for (int k = 0; k < 2; k++) {
+        assert_ok(cg_alloc_grad(p[k], cg_step_arena(CG_CPU)));
+        assert_ok(cg_alloc_grad(q[k], cg_step_arena(CG_CPU)));
+        for (int64_t i = 0; i < cg_numel(p[k]); i++) cg_set_flat(p[k]->grad, i, 0.1 * (double)(i + k));
+    }
+    assert_ok(cg_optimizer_step(a, 0.01f, NULL));
+    size_t n = cg_optimizer_shard_bytes(a);
+    unsigned char *buf = malloc(n);
+    assert_ok(cg_optimizer_save_shard(a, buf));
+    const void *bufs[1] = {buf};
+    assert_ok(cg_optimizer_load_shards(b, 1, bufs, &n));
+    assert_int_equal(cg_optimizer_step_count(b), 1);
+    for (int k = 0; k < 2; k++) { /* same weights, same gradients, same state: the same next step */
+        memcpy(cg_data(q[k]), cg_data(p[k]), cg_nbytes(p[k]));
+        memcpy(cg_data(q[k]->grad), cg_data(p[k]->grad), cg_nbytes(p[k]));
+    }
+    assert_ok(cg_optimizer_step(a, 0.01f, NULL));
+    assert_ok(cg_optimizer_step(b, 0.01f, NULL));
+    for (int k = 0; k < 2; k++)
+        for (int64_t i = 0; i < cg_numel(p[k]); i++) assert_true(cg_get_flat(p[k], i) == cg_get_flat(q[k], i));
+    c = cg_optimizer_config_default(CG_OPT_LION);
+    assert_ok(cg_optimizer_create(&c, 2, q, &lion));
+    assert_int_equal(cg_optimizer_load_shards(lion, 1, bufs, &n), CG_ERR_INVALID_ARG);
+    assert_error_contains("another optimizer");
+    /* hi = 10 of 17 elements: the rest is not covered (the size no longer matches either: patch it too) */
+    unsigned char *cut = malloc(n);
+    memcpy(cut, buf, n);
+    cut[48] = 10;
+    size_t cut_n = n - 2 * 7 * sizeof(float);
+    const void *cuts[1] = {cut};
+    assert_int_equal(cg_optimizer_load_shards(b, 1, cuts, &cut_n), CG_ERR_FORMAT);
+    assert_error_contains("cover 10 of the 17");
+    size_t bad_n = n - 4;
+    assert_int_equal(cg_optimizer_load_shards(b, 1, bufs, &bad_n), CG_ERR_FORMAT);
+    assert_error_contains("bytes, expected");
+    free(cut);
+    free(buf);
+    cg_optimizer_free(a);
+    cg_optimizer_free(b);
+    cg_optimizer_free(lion);
+}
+
 static cg_tensor **hook_seen;
 static int hook_count;
 static void record_ready(cg_tensor *leaf, void *user) {
@@ -512,7 +572,8 @@ static void test_two_ranks_accum(void **state) {
     check_two_ranks_equal_one(false, 2);
 }
 
-/* A ZeRO-1 checkpoint of 2 ranks resumed by 1 rank continues like the 1-rank run that never stopped. */
+/* A ZeRO-1 checkpoint of 2 ranks (model and state by rank 0, an optimizer shard from each rank) resumed by 1
+ * rank and by 2 ranks continues like the 1-rank run that never stopped. */
 static void test_zero1_checkpoint_resumes_on_one_rank(void **state) {
     (void)state;
     if (!mpi_available()) skip();
@@ -540,8 +601,30 @@ static void test_zero1_checkpoint_resumes_on_one_rank(void **state) {
     for (int64_t i = 0; i < n; i++) maxdiff = fmax(maxdiff, fabs((double)a[i] - b[i]));
     print_message("resumed on 1 rank: max |diff| = %.3g\n", maxdiff);
     assert_true(maxdiff < 2e-5);
-    free(a);
     free(b);
+    /* each rank wrote its shard; 2 ranks resume from them too */
+    char shard[512];
+    snprintf(shard, sizeof shard, "%s/ckpt_%08d/optim_shard_00001_of_00002.bin", tmp_path("ckpt"), TRAIN_STEPS);
+    FILE *f = fopen(shard, "rb");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(args, sizeof args, "train %s %s 1 1 %s 2", text, tmp_path("ck2_params"), tmp_path("ckpt"));
+    rc = mpirun2(args, out, sizeof out, NULL);
+    if (rc != 0) print_error("%s\n", out);
+    assert_int_equal(rc, 0);
+    for (int r = 0; r < 2; r++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s.%d", tmp_path("ck2_params"), r);
+        b = read_floats(path, &m);
+        assert_non_null(b);
+        assert_int_equal(n, m);
+        maxdiff = 0;
+        for (int64_t i = 0; i < n; i++) maxdiff = fmax(maxdiff, fabs((double)a[i] - b[i]));
+        print_message("resumed on 2 ranks (rank %d): max |diff| = %.3g\n", r, maxdiff);
+        assert_true(maxdiff < 2e-5);
+        free(b);
+    }
+    free(a);
     train_close(&ref);
     train_close(&res);
 }
@@ -688,6 +771,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_single_backend),
         cmocka_unit_test_teardown(test_grad_ready_hook, cg_test_teardown),
         cmocka_unit_test(test_affinity),
+        cmocka_unit_test_teardown(test_optimizer_shards, cg_test_teardown),
         cmocka_unit_test(test_collectives_2_ranks),
         cmocka_unit_test_teardown(test_two_ranks_equal_one, cg_test_teardown),
         cmocka_unit_test_teardown(test_two_ranks_accum, cg_test_teardown),
