@@ -2,7 +2,9 @@
 #ifndef CGRAD_H
 #define CGRAD_H
 
+#include "core/affinity.h"
 #include "core/arena.h"
+#include "core/comm.h"
 #include "core/context.h"
 #include "core/device.h"
 #include "core/dtype.h"
@@ -26,6 +28,7 @@
 #include "models/tokenizer.h"
 
 #include "optim/data.h"
+#include "optim/dist.h"
 #include "optim/optim.h"
 #include "optim/train.h"
 

@@ -48,6 +48,14 @@ cg_status cg_backward(cg_tensor *loss);
 /* Backward from any tensor with an upstream gradient of its shape. */
 cg_status cg_backward_with_grad(cg_tensor *out, const cg_tensor *grad);
 
+/* ---- gradient-ready hook (data parallelism: reduce a bucket as soon as its gradients are final) ----
+ * While a hook is set, every backward calls fn(leaf, user) once for each leaf (requires_grad, no node) that
+ * some node of the walked graph takes as input, right after the walk has processed the oldest such node:
+ * nothing later in this backward adds to that leaf's gradient. Leaves the graph does not use are not
+ * reported. NULL removes the hook. The hook runs inside backward (no-grad mode) and must not record ops. */
+typedef void (*cg_grad_ready_fn)(cg_tensor *leaf, void *user);
+void cg_set_grad_ready_hook(cg_grad_ready_fn fn, void *user);
+
 /* ---- for op implementations (autograd/ops_*.c) ---- */
 typedef struct cg_node cg_node;
 /* Computes gradients of the inputs from the gradient of the output. grad_in[i] is set only where

@@ -1,4 +1,5 @@
 /* The tape and the backward pass. */
+#include <stdint.h>
 #include <string.h>
 
 #include "autograd/autograd.h"
@@ -10,7 +11,71 @@ static struct {
     int64_t size;
     int no_grad_depth;
     bool hook_registered;
+    cg_grad_ready_fn ready_fn;
+    void *ready_user;
 } tape;
+
+void cg_set_grad_ready_hook(cg_grad_ready_fn fn, void *user) {
+    tape.ready_fn = fn;
+    tape.ready_user = user;
+}
+
+/* For the gradient-ready hook: each leaf of the graph and the oldest node that uses it, in an
+ * open-addressing table keyed by the leaf's address (step arena). */
+typedef struct leaf_use {
+    cg_tensor *leaf;
+    cg_node *oldest;
+    bool fired;
+} leaf_use;
+
+typedef struct leaf_table {
+    leaf_use *slots;
+    size_t mask;
+} leaf_table;
+
+static leaf_use *leaf_slot(leaf_table *t, const cg_tensor *leaf) {
+    size_t h = ((size_t)(uintptr_t)leaf >> 4) * 0x9E3779B97F4A7C15ull;
+    for (size_t i = h & t->mask;; i = (i + 1) & t->mask)
+        if (t->slots[i].leaf == leaf || !t->slots[i].leaf) return &t->slots[i];
+}
+
+static bool is_hooked_leaf(const cg_tensor *t) { return t && t->requires_grad && !t->node; }
+
+/* Walks the graph newest to oldest once, so each leaf ends up with its oldest user. */
+static cg_status build_leaf_table(cg_node *head, leaf_table *t) {
+    size_t uses = 0;
+    for (cg_node *n = head; n; n = n->prev) uses += (size_t)n->n_inputs;
+    size_t cap = 16;
+    while (cap < 2 * uses + 2) cap *= 2;
+    cg_arena *a = cg_step_arena(CG_CPU);
+    t->slots = a ? cg_arena_alloc_meta(a, sizeof(leaf_use) * cap) : NULL;
+    if (!t->slots) return cg_error_context("backward: gradient-ready table: ");
+    memset(t->slots, 0, sizeof(leaf_use) * cap);
+    t->mask = cap - 1;
+    for (cg_node *n = head; n; n = n->prev) {
+        for (int i = 0; i < n->n_inputs; i++) {
+            cg_tensor *in = n->inputs[i];
+            if (!is_hooked_leaf(in)) continue;
+            leaf_use *u = leaf_slot(t, in);
+            u->leaf = in;
+            u->oldest = n;
+        }
+    }
+    return CG_OK;
+}
+
+/* Reports the leaves whose oldest user is n. */
+static void fire_ready(leaf_table *t, cg_node *n) {
+    for (int i = 0; i < n->n_inputs; i++) {
+        cg_tensor *in = n->inputs[i];
+        if (!is_hooked_leaf(in)) continue;
+        leaf_use *u = leaf_slot(t, in);
+        if (u->oldest == n && !u->fired) {
+            u->fired = true;
+            tape.ready_fn(in, tape.ready_user);
+        }
+    }
+}
 
 static void tape_clear(void *user) {
     (void)user;
@@ -165,10 +230,17 @@ cg_status cg_backward_with_grad(cg_tensor *out, const cg_tensor *grad) {
     cg_status s = accumulate(out, (cg_tensor *)grad, "backward");
     if (s != CG_OK || !out->node) return s;
 
+    leaf_table leaves = {0};
+    bool hooked = tape.ready_fn != NULL;
+    if (hooked && (s = build_leaf_table(out->node, &leaves)) != CG_OK) return s;
+
     cg_no_grad_enter(); /* backward functions use the forward kernels; nothing they do is recorded */
     for (cg_node *n = out->node; n; n = n->prev) {
         cg_tensor *g = n->out->grad;
-        if (!g) continue; /* not on a path to out */
+        if (!g) { /* not on a path to out */
+            if (hooked) fire_ready(&leaves, n);
+            continue;
+        }
         cg_tensor *grad_in[64] = {0};
         if (n->n_inputs > 64) {
             s = cg_set_error(CG_ERR_INTERNAL, "backward of %s: %d inputs (at most 64)", n->op, n->n_inputs);
@@ -189,6 +261,7 @@ cg_status cg_backward_with_grad(cg_tensor *out, const cg_tensor *grad) {
             s = accumulate(in, grad_in[i], n->op);
         }
         if (s != CG_OK) break;
+        if (hooked) fire_ready(&leaves, n);
     }
     cg_no_grad_exit();
     /* Intermediate gradients belong to this pass only. */

@@ -26,6 +26,7 @@ const char *cg_status_name(cg_status s) {
     case CG_ERR_UNSUPPORTED: return "unsupported";
     case CG_ERR_CUDA: return "cuda error";
     case CG_ERR_INTERNAL: return "internal error";
+    case CG_ERR_COMM: return "communication error";
     }
     return "unknown status";
 }

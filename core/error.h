@@ -18,7 +18,8 @@ typedef enum cg_status {
     CG_ERR_FORMAT,      /* a file or text that does not follow its format */
     CG_ERR_UNSUPPORTED, /* a feature left out of this build, or not implemented for this case */
     CG_ERR_CUDA,        /* an error reported by the CUDA runtime or a CUDA library */
-    CG_ERR_INTERNAL     /* a broken invariant inside cgrad: a bug */
+    CG_ERR_INTERNAL,    /* a broken invariant inside cgrad: a bug */
+    CG_ERR_COMM         /* a collective failed or timed out (a rank died or hangs) */
 } cg_status;
 
 /* The message of the last error on this thread ("" if none). */

@@ -338,7 +338,7 @@ cg_status cg_generate(cg_model *m, const int32_t *const *prompts, const int64_t 
         goto cleanup_host;
     }
     cg_rng base = cg_rng_init(s->seed);
-    for (int64_t b = 0; b < B; b++) rngs[b] = cg_rng_fork(&base, (uint64_t)b);
+    for (int64_t b = 0; b < B; b++) rngs[b] = cg_rng_fork(&base, s->first_stream + (uint64_t)b);
 
     if (steps > 0) {
         /* every op output goes to the step arenas (rewound below), whatever the caller redirected */

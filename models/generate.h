@@ -23,7 +23,7 @@
  * S = cache length) instead of the prefix it reads now; that is the one change the CUDA backend needs.
  *
  * ---- Randomness (reproducible, independent of the batch's other rows) ----
- * Row b draws from the Philox stream b of the seed, cg_rng_fork(&cg_rng_init(seed), b), one 32-bit word per
+ * Row b draws from the Philox stream b (+ first_stream) of the seed, cg_rng_fork(&cg_rng_init(seed), b), one 32-bit word per
  * sampled token: the word of new token t (t = 0, 1, ...) is the first word of block t of that stream, and
  * u = cg_rng_unit_f32(word). So a row's tokens depend on its index, its prompt and the seed, never on how
  * many other rows there are, what they hold or when they stop. Greedy rows draw nothing. Generating in
@@ -75,6 +75,9 @@ typedef struct cg_sampling {
     int n_stop;
     uint64_t seed;
     cg_logprob_mode logprob_mode;
+    /* Row b draws from stream first_stream + b (0: stream b). Data-parallel ranks each generate a slice of
+     * the job's rows and offset it by the slice's first row, so they sample what one process would. */
+    uint64_t first_stream;
 } cg_sampling;
 
 /* The result, allocated by the library (one block) and freed with cg_generation_free. Row b holds its

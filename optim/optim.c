@@ -115,7 +115,7 @@ static cg_status check_param(const cg_tensor *t, int i) {
 
 /* The optimizer over params[0..n) with per-parameter lr multipliers and weight decays. */
 static cg_status create_flat(const cg_optimizer_config *cfg, int n, cg_tensor *const *list, const float *lr_mult,
-                             const float *weight_decay, cg_optimizer **out) {
+                             const float *weight_decay, cg_comm *comm, cg_optimizer **out) {
     cg_status s;
     cg_optimizer *o = calloc(1, sizeof *o);
     if (!o) return cg_set_error(CG_ERR_OOM, "optimizer: out of host memory");
@@ -148,6 +148,28 @@ static cg_status create_flat(const cg_optimizer_config *cfg, int n, cg_tensor *c
     }
     o->total_elements = total;
     o->n_chunks = n_chunks;
+    /* ZeRO-1: this rank's share of the elements laid end to end. */
+    int world = comm ? cg_comm_size(comm) : 1;
+    o->shard_lo = 0;
+    o->shard_hi = total;
+    o->shard_size = total;
+    if (world > 1) {
+        int rank = cg_comm_rank(comm);
+        o->comm = comm;
+        o->shard_size = (total + world - 1) / world;
+        o->shard_lo = (int64_t)rank * o->shard_size < total ? (int64_t)rank * o->shard_size : total;
+        o->shard_hi = o->shard_lo + o->shard_size < total ? o->shard_lo + o->shard_size : total;
+    }
+    int64_t n_update = 0;
+    for (int i = 0; i < n; i++) {
+        cg_optim_param *p = &o->params[i];
+        int64_t a = o->shard_lo - p->global_offset, b = o->shard_hi - p->global_offset;
+        a = a < 0 ? 0 : (a > p->numel ? p->numel : a);
+        b = b < 0 ? 0 : (b > p->numel ? p->numel : b);
+        p->shard_start = a;
+        p->shard_len = b > a ? b - a : 0;
+        n_update += (p->shard_len + CG_OPTIM_CHUNK - 1) / CG_OPTIM_CHUNK;
+    }
     switch (cfg->kind) {
     case CG_OPT_SGD: o->n_state = cfg->momentum > 0.0f ? 1 : 0; break;
     case CG_OPT_ADAMW: o->n_state = 2; break;
@@ -165,10 +187,29 @@ static cg_status create_flat(const cg_optimizer_config *cfg, int n, cg_tensor *c
         for (int64_t st = 0; st < numel; st += CG_OPTIM_CHUNK, c++)
             o->chunks[c] = (cg_optim_chunk){p, st, numel - st < CG_OPTIM_CHUNK ? numel - st : CG_OPTIM_CHUNK};
     }
+    if (o->comm) {
+        o->update_chunks = malloc(sizeof *o->update_chunks * (size_t)(n_update ? n_update : 1));
+        if (!o->update_chunks) {
+            s = cg_set_error(CG_ERR_OOM, "optimizer: out of host memory for %lld chunks", (long long)n_update);
+            goto fail;
+        }
+        c = 0;
+        for (int p = 0; p < n; p++) {
+            int64_t end = o->params[p].shard_start + o->params[p].shard_len;
+            for (int64_t st = o->params[p].shard_start; st < end; st += CG_OPTIM_CHUNK, c++)
+                o->update_chunks[c] = (cg_optim_chunk){p, st, end - st < CG_OPTIM_CHUNK ? end - st : CG_OPTIM_CHUNK};
+        }
+        o->n_update_chunks = n_update;
+    } else {
+        o->update_chunks = o->chunks;
+        o->n_update_chunks = n_chunks;
+    }
 
     /* One arena chunk for everything: state tensors (64-byte aligned each) and the per-chunk sums. */
-    size_t bytes = (size_t)o->n_state * ((size_t)total * sizeof(float) + 64 * (size_t)n) +
-                   (size_t)(n_chunks + 1) * (sizeof(double) + sizeof(int64_t)) + 256;
+    int64_t shard_total = o->shard_hi - o->shard_lo;
+    size_t gather_bytes = o->comm ? (size_t)world * (size_t)o->shard_size * sizeof(float) + 64 : 0;
+    size_t bytes = (size_t)o->n_state * ((size_t)shard_total * sizeof(float) + 64 * (size_t)n) +
+                   (size_t)(n_chunks + 1) * (sizeof(double) + sizeof(int64_t)) + 256 + gather_bytes;
     o->arena = cg_arena_create("optimizer", CG_CPU, bytes);
     if (!o->arena) {
         s = cg_error_context("optimizer: ");
@@ -176,7 +217,7 @@ static cg_status create_flat(const cg_optimizer_config *cfg, int n, cg_tensor *c
     }
     for (int p = 0; p < n; p++) {
         for (int k = 0; k < o->n_state; k++) {
-            size_t nb = (size_t)o->params[p].numel * sizeof(float);
+            size_t nb = (size_t)o->params[p].shard_len * sizeof(float);
             o->params[p].state[k] = cg_arena_alloc(o->arena, nb ? nb : 4, 64);
             if (!o->params[p].state[k]) {
                 s = cg_error_context("optimizer: state of %s: ",
@@ -188,7 +229,8 @@ static cg_status create_flat(const cg_optimizer_config *cfg, int n, cg_tensor *c
     }
     o->chunk_sumsq = cg_arena_alloc(o->arena, sizeof(double) * (size_t)(n_chunks + 1), 64);
     o->chunk_nonfinite = cg_arena_alloc(o->arena, sizeof(int64_t) * (size_t)(n_chunks + 1), 64);
-    if (!o->chunk_sumsq || !o->chunk_nonfinite) {
+    if (o->comm) o->gather = cg_arena_alloc(o->arena, gather_bytes - 64, 64);
+    if (!o->chunk_sumsq || !o->chunk_nonfinite || (o->comm && !o->gather)) {
         s = cg_error_context("optimizer: ");
         goto fail;
     }
@@ -234,7 +276,7 @@ cg_status cg_optimizer_create_groups(const cg_optimizer_config *cfg, int n_group
                 wd[i] = groups[g].weight_decay;
             }
         }
-        s = create_flat(cfg, n, list, lr_mult, wd, out);
+        s = create_flat(cfg, n, list, lr_mult, wd, NULL, out);
     }
     free(list);
     free(lr_mult);
@@ -242,7 +284,8 @@ cg_status cg_optimizer_create_groups(const cg_optimizer_config *cfg, int n_group
     return s;
 }
 
-cg_status cg_optimizer_create(const cg_optimizer_config *cfg, int n, cg_tensor *const *params, cg_optimizer **out) {
+static cg_status create_list(const cg_optimizer_config *cfg, int n, cg_tensor *const *params, cg_comm *comm,
+                             cg_optimizer **out) {
     if (!out) return cg_set_error(CG_ERR_INVALID_ARG, "optimizer: NULL output");
     *out = NULL;
     if (!cfg) return cg_set_error(CG_ERR_INVALID_ARG, "optimizer: NULL config");
@@ -259,16 +302,64 @@ cg_status cg_optimizer_create(const cg_optimizer_config *cfg, int n, cg_tensor *
             lr_mult[i] = 1.0f;
             wd[i] = cg_optimizer_default_decays(params[i], cfg->decay_embeddings) ? cfg->weight_decay : 0.0f;
         }
-        s = create_flat(cfg, n, params, lr_mult, wd, out);
+        s = create_flat(cfg, n, params, lr_mult, wd, comm, out);
     }
     free(lr_mult);
     free(wd);
     return s;
 }
 
+cg_status cg_optimizer_create(const cg_optimizer_config *cfg, int n, cg_tensor *const *params, cg_optimizer **out) {
+    return create_list(cfg, n, params, NULL, out);
+}
+
+cg_status cg_optimizer_create_zero1(const cg_optimizer_config *cfg, int n, cg_tensor *const *params, cg_comm *comm,
+                                    cg_optimizer **out) {
+    if (!comm) {
+        if (out) *out = NULL;
+        return cg_set_error(CG_ERR_INVALID_ARG, "optimizer (ZeRO-1): NULL communicator");
+    }
+    return create_list(cfg, n, params, comm, out);
+}
+
+bool cg_optimizer_is_sharded(const cg_optimizer *o) { return o && o->comm; }
+
+void cg_optimizer_shard_range(const cg_optimizer *o, int64_t *lo, int64_t *hi) {
+    if (lo) *lo = o ? o->shard_lo : 0;
+    if (hi) *hi = o ? o->shard_hi : 0;
+}
+
+/* Copies global elements [lo, hi) between the parameters (or their state k when k >= 0) and a flat array. */
+void cg_optim_copy_range(cg_optimizer *o, int k, int64_t lo, int64_t hi, float *flat, bool to_flat) {
+    for (int i = 0; i < o->n_params; i++) {
+        cg_optim_param *p = &o->params[i];
+        int64_t a = lo - p->global_offset, b = hi - p->global_offset;
+        a = a < 0 ? 0 : (a > p->numel ? p->numel : a);
+        b = b < 0 ? 0 : (b > p->numel ? p->numel : b);
+        if (b <= a) continue;
+        float *src = k < 0 ? (float *)cg_data(p->t) + a : p->state[k] + (a - p->shard_start);
+        float *dst = flat + (p->global_offset + a - lo);
+        size_t nb = (size_t)(b - a) * sizeof(float);
+        if (to_flat)
+            memcpy(dst, src, nb);
+        else
+            memcpy(src, dst, nb);
+    }
+}
+
+cg_status cg_optim_gather_params(cg_optimizer *o) {
+    float *mine = o->gather + (size_t)cg_comm_rank(o->comm) * (size_t)o->shard_size;
+    cg_optim_copy_range(o, -1, o->shard_lo, o->shard_hi, mine, true);
+    cg_status s = cg_comm_allgather(o->comm, CG_CPU, mine, o->gather, o->shard_size, CG_F32);
+    if (s != CG_OK) return s;
+    cg_optim_copy_range(o, -1, 0, o->total_elements, o->gather, false);
+    return CG_OK;
+}
+
 void cg_optimizer_free(cg_optimizer *o) {
     if (!o) return;
     if (o->arena) cg_arena_destroy(o->arena);
+    if (o->update_chunks != o->chunks) free(o->update_chunks);
     free(o->chunks);
     free(o->params);
     free(o);
@@ -326,8 +417,8 @@ static void update_chunk(const cg_optimizer *o, const cg_optim_chunk *c, const s
     if (!p->t->grad) return;
     float *w = (float *)cg_data(p->t) + c->start;
     const float *g = (const float *)cg_data(p->t->grad) + c->start;
-    float *s0 = p->state[0] ? p->state[0] + c->start : NULL;
-    float *s1 = p->state[1] ? p->state[1] + c->start : NULL;
+    float *s0 = p->state[0] ? p->state[0] + (c->start - p->shard_start) : NULL;
+    float *s1 = p->state[1] ? p->state[1] + (c->start - p->shard_start) : NULL;
     double lr_eff = (double)lr * (double)p->lr_mult;
     float decay = (float)(1.0 - lr_eff * (double)p->weight_decay);
     bool decays = p->weight_decay != 0.0f;
@@ -499,10 +590,14 @@ cg_status cg_optimizer_step(cg_optimizer *o, float lr, cg_optim_step_info *info)
     k.momentum = o->cfg.momentum;
     k.nesterov = o->cfg.nesterov;
 
-    const int64_t nc = o->n_chunks;
+    const int64_t nc = o->n_update_chunks;
     CG_OMP_FOR_IF(o->total_elements > 65536)
     for (int64_t c = 0; c < nc; c++)
-        update_chunk(o, &o->chunks[c], &k, lr);
+        update_chunk(o, &o->update_chunks[c], &k, lr);
+    if (o->comm) {
+        cg_status s = cg_optim_gather_params(o);
+        if (s != CG_OK) return cg_error_context("optimizer step (ZeRO-1 all-gather of the parameters): ");
+    }
 
     o->step = t;
     if (info) {

@@ -41,6 +41,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/comm.h"
 #include "core/error.h"
 #include "core/tensor.h"
 
@@ -102,6 +103,21 @@ cg_status cg_optimizer_create_groups(const cg_optimizer_config *cfg, int n_group
                                      cg_optimizer **out);
 void cg_optimizer_free(cg_optimizer *opt);
 
+/* ZeRO-1 over comm's ranks (a flat list, default mask, as cg_optimizer_create): the parameters laid end to
+ * end (list order) are cut into size equal shards of ceil(N / size) elements; rank r keeps the optimizer
+ * state of shard r only and updates only those elements; cg_optimizer_step then all-gathers the parameters,
+ * so every rank ends the step with all of them. The norm, clipping and noise are computed over every
+ * element (each rank holds the full, already averaged gradients), so the update equals the unsharded one
+ * element for element. cg_optimizer_step and cg_optimizer_save_state are collectives on such an optimizer
+ * (every rank must call them); the saved state is the full one, in the unsharded layout, so it loads into
+ * an optimizer over any number of ranks (load keeps only the shard). With one rank it is the plain
+ * optimizer. comm must outlive the optimizer. */
+cg_status cg_optimizer_create_zero1(const cg_optimizer_config *cfg, int n, cg_tensor *const *params,
+                                    cg_comm *comm, cg_optimizer **out);
+bool cg_optimizer_is_sharded(const cg_optimizer *opt);
+/* This rank's global element range [lo, hi) (everything when unsharded). */
+void cg_optimizer_shard_range(const cg_optimizer *opt, int64_t *lo, int64_t *hi);
+
 typedef struct cg_optim_step_info {
     double grad_norm;    /* global L2 norm before clipping (NaN or Inf when the step was skipped) */
     double clip_coef;    /* factor the gradients were scaled by (1 = no clipping) */
@@ -137,6 +153,14 @@ float cg_optimizer_param_lr_mult(const cg_optimizer *opt, int i);
  * only go back into an optimizer built the same way; the hyperparameters come from the config, not the
  * state. A save followed by a load gives bit-identical later steps. */
 size_t cg_optimizer_state_bytes(const cg_optimizer *opt);
+/* ZeRO-1 checkpoints without gathering: each rank saves its shard (header { "CGOPTSH1", version, kind,
+ * n_params, n_state, step, total elements, lo, hi }, the element counts, then each state tensor's elements
+ * [lo, hi) in global order), and an optimizer over any number of ranks (sharded or not) loads the shards
+ * covering its own range; they must all be from one step and not overlap. Load checks everything before
+ * changing anything. */
+size_t cg_optimizer_shard_bytes(const cg_optimizer *opt);
+cg_status cg_optimizer_save_shard(const cg_optimizer *opt, void *buf);
+cg_status cg_optimizer_load_shards(cg_optimizer *opt, int n, const void *const *bufs, const size_t *lens);
 /* buf holds cg_optimizer_state_bytes(opt) bytes. */
 cg_status cg_optimizer_save_state(const cg_optimizer *opt, void *buf);
 cg_status cg_optimizer_load_state(cg_optimizer *opt, const void *buf, size_t n);

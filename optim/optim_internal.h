@@ -3,6 +3,7 @@
 #define CG_OPTIM_INTERNAL_H
 
 #include "core/arena.h"
+#include "core/comm.h"
 #include "optim/optim.h"
 
 /* Elements per work chunk: the unit of the parallel loops and of the norm's partial sums. */
@@ -15,6 +16,9 @@ typedef struct cg_optim_param {
     int64_t numel;
     int64_t global_offset; /* index of its first element with all parameters laid end to end */
     float lr_mult, weight_decay;
+    /* ZeRO-1: the elements [shard_start, shard_start + shard_len) of this parameter belong to this rank's
+     * shard; state[k][i] is element shard_start + i. Unsharded: 0 and numel. */
+    int64_t shard_start, shard_len;
     float *state[CG_OPTIM_MAX_STATE];
 } cg_optim_param;
 
@@ -31,10 +35,23 @@ struct cg_optimizer {
     int64_t step;
     int64_t total_elements;
     int64_t n_chunks;
-    cg_optim_chunk *chunks;
+    cg_optim_chunk *chunks;        /* every element: the norm's scan */
+    int64_t n_update_chunks;
+    cg_optim_chunk *update_chunks; /* this rank's elements: the update (== chunks when unsharded) */
+    /* ZeRO-1 (comm with more than one rank): rank r owns global elements [r * shard_size, (r+1) * shard_size)
+     * clipped to total_elements; gather holds size * shard_size floats for the all-gathers. */
+    cg_comm *comm;
+    int64_t shard_lo, shard_hi, shard_size;
+    float *gather;
     double *chunk_sumsq; /* per chunk, in the arena */
     int64_t *chunk_nonfinite;
     cg_arena *arena;
 };
+
+/* Copies global elements [lo, hi) between the parameters (k < 0) or state tensor k (the range must then lie
+ * in this rank's shard) and flat[0 .. hi - lo): to_flat reads them out, else writes them back. */
+void cg_optim_copy_range(cg_optimizer *o, int k, int64_t lo, int64_t hi, float *flat, bool to_flat);
+/* ZeRO-1: every rank's updated shard of the parameters to every rank. */
+cg_status cg_optim_gather_params(cg_optimizer *o);
 
 #endif

@@ -68,9 +68,10 @@ cg_status cg_trainer_create(cg_model *m, cg_data_loader *data, const cg_train_co
     if (cfg->seq_len > m->cfg.max_seq_len)
         return cg_set_error(CG_ERR_INVALID_ARG, "trainer: seq_len %lld exceeds the model's max_seq_len %lld",
                             (long long)cfg->seq_len, (long long)m->cfg.max_seq_len);
-    if (cfg->world_size != 1)
-        return cg_set_error(CG_ERR_UNSUPPORTED, "trainer: world_size %d: data-parallel training is not built yet",
-                            cfg->world_size);
+    int world = cfg->comm ? cg_comm_size(cfg->comm) : 1;
+    if (cfg->world_size != world)
+        return cg_set_error(CG_ERR_INVALID_ARG, "trainer: world_size %d does not match the communicator's %d ranks",
+                            cfg->world_size, world);
     int64_t micro = cfg->batch * cfg->seq_len * cfg->world_size;
     int64_t total = cfg->total_batch ? cfg->total_batch : micro;
     if (total < micro || total % micro != 0)
@@ -99,6 +100,7 @@ cg_status cg_trainer_create(cg_model *m, cg_data_loader *data, const cg_train_co
     tr->accum = (int)(total / micro);
     if (!tr->cfg.outlier_window) tr->cfg.outlier_window = CG_OUTLIER_DEFAULT_WINDOW;
     tr->flops_per_token = cg_train_flops_per_token(m, cfg->seq_len);
+    tr->comm = cfg->comm ? cfg->comm : cg_comm_single();
     int w = tr->cfg.outlier_window;
     tr->loss_window = (cg_outlier_window){w, 0, 0, calloc((size_t)w, sizeof(double))};
     tr->grad_window = (cg_outlier_window){w, 0, 0, calloc((size_t)w, sizeof(double))};
@@ -117,7 +119,14 @@ cg_status cg_trainer_create(cg_model *m, cg_data_loader *data, const cg_train_co
         return cg_set_error(CG_ERR_INVALID_ARG, "trainer: the model has no trainable parameters");
     }
     s = cg_model_alloc_grads(m);
-    if (s == CG_OK) s = cg_optimizer_create(&cfg->optim, tr->n_params, tr->params, &tr->opt);
+    if (s == CG_OK && world > 1) {
+        s = cg_dist_broadcast_params(tr->comm, tr->n_params, tr->params);
+        if (s == CG_OK) s = cg_grad_sync_create(tr->comm, tr->n_params, tr->params, cfg->bucket_bytes, &tr->sync);
+    }
+    if (s == CG_OK && cfg->zero1)
+        s = cg_optimizer_create_zero1(&cfg->optim, tr->n_params, tr->params, tr->comm, &tr->opt);
+    else if (s == CG_OK)
+        s = cg_optimizer_create(&cfg->optim, tr->n_params, tr->params, &tr->opt);
     if (s != CG_OK) {
         cg_error_context("trainer: ");
         cg_trainer_free(tr);
@@ -130,6 +139,7 @@ cg_status cg_trainer_create(cg_model *m, cg_data_loader *data, const cg_train_co
 void cg_trainer_free(cg_trainer *tr) {
     if (!tr) return;
     cg_optimizer_free(tr->opt);
+    cg_grad_sync_free(tr->sync);
     free(tr->loss_window.values);
     free(tr->grad_window.values);
     free(tr->inputs);
@@ -192,11 +202,21 @@ cg_status cg_trainer_step(cg_trainer *tr, cg_train_step_info *info) {
         }
         loss_sum += cg_get_flat(loss, 0);
         cg_tensor *scaled = tr->accum > 1 ? cg_scale(loss, 1.0f / (float)tr->accum) : loss;
-        s = scaled ? cg_backward(scaled) : cg_last_status();
+        /* Data parallel: the gradients are reduced during the last micro-batch's backward only. */
+        if (tr->sync) s = cg_grad_sync_begin(tr->sync, k == tr->accum - 1);
+        if (s == CG_OK) s = scaled ? cg_backward(scaled) : cg_last_status();
+        if (tr->sync) {
+            cg_status f = cg_grad_sync_finish(tr->sync);
+            if (s == CG_OK) s = f;
+        }
         cg_step_end();
         if (s != CG_OK) return cg_error_context("trainer step %lld: backward: ", (long long)tr->step);
     }
     double loss = loss_sum / tr->accum;
+    if (cg_comm_size(tr->comm) > 1) { /* the mean over ranks: every rank then decides the same */
+        cg_status s = cg_comm_allreduce_f64(tr->comm, &loss, 1, CG_COMM_AVG);
+        if (s != CG_OK) return cg_error_context("trainer step %lld: ", (long long)tr->step);
+    }
     double lr = cg_lr_schedule(&tr->cfg.schedule, tr->step);
     double norm;
     int64_t nonfinite;
@@ -226,6 +246,8 @@ cg_status cg_trainer_step(cg_trainer *tr, cg_train_step_info *info) {
     info->seconds = now_s() - t0;
     info->tokens_per_s = info->seconds > 0 ? (double)info->tokens / info->seconds : 0.0;
     info->mfu = -1.0; /* CPU: no peak defined */
+    info->buckets = cg_grad_sync_num_buckets(tr->sync);
+    info->buckets_overlapped = cg_grad_sync_overlapped(tr->sync);
     return CG_OK;
 }
 
@@ -253,5 +275,6 @@ cg_status cg_trainer_evaluate(cg_trainer *tr, cg_data_loader *val, int64_t max_b
     cg_data_reset(val);
     if (s != CG_OK) return s;
     *loss = sum / (double)n;
+    if (cg_comm_size(tr->comm) > 1) return cg_comm_allreduce_f64(tr->comm, loss, 1, CG_COMM_AVG);
     return CG_OK;
 }

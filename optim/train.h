@@ -43,6 +43,18 @@
  * It is written to a temporary file, fsync'd and renamed. Loading refuses, with a message naming the file,
  * a short or long file ("truncated"), a checksum mismatch ("corrupted"), another B/T/total batch/world size,
  * or parameters that do not match the model's trainable ones by name and size; nothing changes on error.
+ * ---- Data parallel (cfg.comm with W > 1 ranks; optim/dist.h) ----
+ * Each rank reads its own rows (the loader's rank/world_size must match the communicator), the parameters
+ * are broadcast from rank 0 at create, and the gradients are averaged over the ranks in buckets overlapped
+ * with the backward of the last micro-batch (no communication on the earlier ones). The reported loss is
+ * the mean over ranks, so every rank takes the same skip decisions. With zero1 the optimizer is
+ * cg_optimizer_create_zero1. Checkpoints: rank 0 writes the model and train_state.bin; with ZeRO-1 every
+ * rank writes its optimizer shard, optim_shard_<rank>_of_<W>.bin (cg_optimizer_save_shard, in the same
+ * header + checksum framing as the state, magic "CGOSHRD1"), into the checkpoint directory before rank 0
+ * renames it, and train_state.bin then holds 0 optimizer bytes. Every rank resumes from the same files (a
+ * shared filesystem across nodes), reading whichever shards cover its range. A checkpoint
+ * resumes with another rank count (and per-rank batch) when seq_len and the total batch are the same and its
+ * data position falls on a sample boundary of the new layout (else it is refused, naming both).
  * Everything else a step depends on is a function of the step number (schedule, gradient noise via the
  * optimizer's step count), so a resumed run is bit-identical to an uninterrupted one on the CPU. */
 #ifndef CG_TRAIN_H
@@ -54,6 +66,7 @@
 #include "models/lora.h"
 #include "models/model.h"
 #include "optim/data.h"
+#include "optim/dist.h"
 #include "optim/optim.h"
 
 #ifdef __cplusplus
@@ -65,7 +78,10 @@ extern "C" {
 typedef struct cg_train_config {
     int64_t batch, seq_len; /* micro-batch B x T (the loader's) */
     int64_t total_batch;    /* tokens per optimizer step over all ranks; 0 = B * T * world_size */
-    int world_size;         /* data-parallel ranks (1 for now) */
+    int world_size;         /* data-parallel ranks: must equal comm's size (1 without comm) */
+    cg_comm *comm;          /* data-parallel communicator (optim/dist.h); NULL = one process */
+    bool zero1;             /* ZeRO-1: optimizer state and update sharded over comm's ranks */
+    int64_t bucket_bytes;   /* gradient all-reduce bucket; 0 = 25 MB */
     cg_optimizer_config optim;
     cg_lr_schedule_config schedule; /* lr per step */
     float skip_loss_z, skip_grad_z; /* outlier guard thresholds; 0 = off */
@@ -87,6 +103,8 @@ typedef struct cg_train_step_info {
     int64_t tokens;          /* tokens in this step */
     double seconds, tokens_per_s;
     double mfu; /* < 0: n/a (CPU) */
+    /* data parallel: gradient buckets, and how many of them were started during backward (overlapped) */
+    int buckets, buckets_overlapped;
 } cg_train_step_info;
 
 typedef struct cg_trainer cg_trainer;

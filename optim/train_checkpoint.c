@@ -191,7 +191,9 @@ static void write_window(writer *w, const cg_outlier_window *o) {
 
 cg_status cg_train_state_write(const cg_trainer *tr, const char *path) {
     if (!tr || !path) return cg_set_error(CG_ERR_INVALID_ARG, "train state: NULL argument");
-    size_t opt_bytes = cg_optimizer_state_bytes(tr->opt);
+    /* A ZeRO-1 optimizer's state goes to the ranks' shard files instead (opt_bytes 0 says so). */
+    bool sharded = cg_optimizer_is_sharded(tr->opt);
+    size_t opt_bytes = sharded ? 0 : cg_optimizer_state_bytes(tr->opt);
     size_t n = payload_bytes(tr, opt_bytes);
     unsigned char *payload = malloc(n);
     if (!payload) return cg_set_error(CG_ERR_OOM, "train state: out of memory for %zu bytes", n);
@@ -220,7 +222,7 @@ cg_status cg_train_state_write(const cg_trainer *tr, const char *path) {
         w_bytes(&w, cg_data(tr->params[i]), cg_nbytes(tr->params[i])); /* fp32, little-endian host */
     }
     w_u64(&w, (uint64_t)opt_bytes);
-    cg_status s = cg_optimizer_save_state(tr->opt, w.p);
+    cg_status s = sharded ? CG_OK : cg_optimizer_save_state(tr->opt, w.p);
     w.p += opt_bytes;
     if (s == CG_OK && (size_t)(w.p - payload) != n)
         s = cg_set_error(CG_ERR_INTERNAL, "train state: wrote %zu bytes, expected %zu", (size_t)(w.p - payload), n);
@@ -272,6 +274,66 @@ static cg_status read_file(const char *path, unsigned char **data, size_t *len) 
     }
     *data = buf;
     *len = n;
+    return CG_OK;
+}
+
+/* ---- ZeRO-1 optimizer shards: DIR/optim_shard_<r>_of_<W>.bin, a 32-byte header { "CGOSHRD1", u32 version 1,
+ * u32 0, u64 payload bytes, u64 FNV-1a 64 } then cg_optimizer_save_shard's bytes. ---- */
+#define SHARD_FILE_MAGIC "CGOSHRD1"
+
+static void shard_path(char *out, size_t cap, const char *dir, int rank, int world) {
+    snprintf(out, cap, "%s/optim_shard_%05d_of_%05d.bin", dir, rank, world);
+}
+
+static cg_status write_shard_file(const cg_trainer *tr, const char *dir) {
+    size_t n = cg_optimizer_shard_bytes(tr->opt);
+    unsigned char *payload = malloc(n);
+    if (!payload) return cg_set_error(CG_ERR_OOM, "checkpoint: out of memory for the optimizer shard");
+    cg_status s = cg_optimizer_save_shard(tr->opt, payload);
+    if (s == CG_OK) {
+        unsigned char header[STATE_HEADER_BYTES];
+        writer h = {header};
+        w_bytes(&h, SHARD_FILE_MAGIC, 8);
+        w_u32(&h, STATE_VERSION);
+        w_u32(&h, 0);
+        w_u64(&h, (uint64_t)n);
+        w_u64(&h, fnv1a64(payload, n));
+        char path[4300];
+        shard_path(path, sizeof path, dir, cg_comm_rank(tr->comm), cg_comm_size(tr->comm));
+        s = write_atomic(path, header, sizeof header, payload, n);
+    }
+    free(payload);
+    return s;
+}
+
+static cg_status read_file(const char *path, unsigned char **data, size_t *len);
+
+/* Reads the `world` shard files next to the state file `state_path` (checked); files[i] owns the bytes,
+ * payloads[i] / lens[i] are the shards. */
+static cg_status read_shard_files(const char *state_path, int world, unsigned char **files, const void **payloads,
+                                  size_t *lens) {
+    char dir[4200], path[4300];
+    parent_dir(state_path, dir, sizeof dir);
+    for (int r = 0; r < world; r++) {
+        shard_path(path, sizeof path, dir, r, world);
+        size_t len = 0;
+        cg_status s = read_file(path, &files[r], &len);
+        if (s != CG_OK) return cg_error_context("ZeRO-1 optimizer shard: ");
+        reader h = {files[r], files[r] + len, false};
+        const unsigned char *magic = r_bytes(&h, 8);
+        uint32_t version = r_u32(&h);
+        (void)r_u32(&h);
+        uint64_t n = r_u64(&h), sum = r_u64(&h);
+        if (h.short_read || memcmp(magic, SHARD_FILE_MAGIC, 8) != 0 || version != STATE_VERSION)
+            return cg_set_error(CG_ERR_FORMAT, "optimizer shard '%s': not a shard file (or truncated)", path);
+        if (n != len - STATE_HEADER_BYTES)
+            return cg_set_error(CG_ERR_FORMAT, "optimizer shard '%s': truncated (%zu payload bytes, header says %llu)",
+                                path, len - STATE_HEADER_BYTES, (unsigned long long)n);
+        if (fnv1a64(files[r] + STATE_HEADER_BYTES, (size_t)n) != sum)
+            return cg_set_error(CG_ERR_FORMAT, "optimizer shard '%s': corrupted (checksum mismatch)", path);
+        payloads[r] = files[r] + STATE_HEADER_BYTES;
+        lens[r] = (size_t)n;
+    }
     return CG_OK;
 }
 
@@ -329,7 +391,14 @@ cg_status cg_train_state_read(cg_trainer *tr, const char *path) {
     rng.seed = r_u64(&r);
     rng.offset = r_u64(&r);
     rng.stream = r_u64(&r);
-    if (B != tr->cfg.batch || T != tr->cfg.seq_len || total != tr->cfg.total_batch || world != tr->cfg.world_size) {
+    /* Another rank count (and maybe per-rank batch): the same seq_len and total batch, and the position mapped
+     * to the new sample size when it falls on one of its boundaries (sample s of W ranks of B rows starts at
+     * token s * W * B * T of its shard). */
+    int64_t new_rows = tr->cfg.batch * tr->cfg.world_size; /* rows of one sample over all ranks */
+    if (world != tr->cfg.world_size && world > 0 && B > 0 && T == tr->cfg.seq_len && total == tr->cfg.total_batch &&
+        (pos.sample * world * B) % new_rows == 0)
+        pos.sample = pos.sample * world * B / new_rows;
+    else if (B != tr->cfg.batch || T != tr->cfg.seq_len || total != tr->cfg.total_batch || world != tr->cfg.world_size) {
         s = cg_set_error(
             CG_ERR_INVALID_ARG,
             "train state '%s': saved with batch %lld, seq %lld, total batch %lld, world %lld; this run has "
@@ -395,7 +464,23 @@ cg_status cg_train_state_read(cg_trainer *tr, const char *path) {
         goto done;
     }
     pos_set = true;
-    if ((s = cg_optimizer_load_state(tr->opt, opt_state, (size_t)opt_bytes)) != CG_OK) {
+    if (opt_bytes == 0) { /* a ZeRO-1 checkpoint: the shards of its `world` ranks */
+        if (world < 1 || world > 1 << 20) {
+            s = cg_set_error(CG_ERR_FORMAT, "train state '%s': world size %lld", path, (long long)world);
+            goto done;
+        }
+        unsigned char **files = calloc((size_t)world, sizeof *files);
+        const void **payloads = calloc((size_t)world, sizeof *payloads);
+        size_t *lens = calloc((size_t)world, sizeof *lens);
+        s = files && payloads && lens ? read_shard_files(path, (int)world, files, payloads, lens)
+                                      : cg_set_error(CG_ERR_OOM, "train state: out of memory");
+        if (s == CG_OK) s = cg_optimizer_load_shards(tr->opt, (int)world, payloads, lens);
+        for (int64_t i = 0; files && i < world; i++) free(files[i]);
+        free(files), free(payloads), free(lens);
+    } else {
+        s = cg_optimizer_load_state(tr->opt, opt_state, (size_t)opt_bytes);
+    }
+    if (s != CG_OK) {
         cg_error_context("train state '%s': ", path);
         goto done;
     }
@@ -502,17 +587,23 @@ static cg_status prune(const char *out_dir, int keep_last) {
     return s;
 }
 
-cg_status cg_trainer_save(cg_trainer *tr, const char *out_dir, int keep_last, char *path_out, size_t path_cap) {
-    if (!tr || !out_dir) return cg_set_error(CG_ERR_INVALID_ARG, "checkpoint: NULL trainer or directory");
+/* Creates OUT/ckpt_<step>.tmp (removing a stale one); final and tmp receive the paths. */
+static cg_status save_begin(const cg_trainer *tr, const char *out_dir, char *final, size_t fcap, char *tmp, size_t tcap) {
     if (strlen(out_dir) > 3500) return cg_set_error(CG_ERR_INVALID_ARG, "checkpoint: directory name too long");
+    snprintf(final, fcap, "%s/" CKPT_PREFIX "%08lld", out_dir, (long long)tr->step);
+    snprintf(tmp, tcap, "%s.tmp", final);
     cg_status s = mkdir_p(out_dir);
-    if (s != CG_OK) return s;
-    char final[4000], tmp[4100], sub[4200];
-    snprintf(final, sizeof final, "%s/" CKPT_PREFIX "%08lld", out_dir, (long long)tr->step);
-    snprintf(tmp, sizeof tmp, "%s.tmp", final);
-    if ((s = remove_tree(tmp)) != CG_OK) return s;
-    if (mkdir(tmp, 0777) != 0)
-        return cg_set_error(CG_ERR_IO, "checkpoint: cannot create '%s': %s", tmp, strerror(errno));
+    if (s == CG_OK) s = remove_tree(tmp);
+    if (s == CG_OK && mkdir(tmp, 0777) != 0)
+        s = cg_set_error(CG_ERR_IO, "checkpoint: cannot create '%s': %s", tmp, strerror(errno));
+    return s;
+}
+
+/* Writes the model and the state into tmp and renames it to final; removes tmp on failure. */
+static cg_status save_end(cg_trainer *tr, const char *out_dir, const char *final, const char *tmp, int keep_last,
+                          char *path_out, size_t path_cap) {
+    char sub[4200];
+    cg_status s;
     if (tr->cfg.lora) {
         snprintf(sub, sizeof sub, "%s/adapter", tmp);
         s = cg_lora_save(tr->model, tr->cfg.lora, sub);
@@ -537,6 +628,45 @@ cg_status cg_trainer_save(cg_trainer *tr, const char *out_dir, int keep_last, ch
     if ((s = fsync_dir(out_dir)) != CG_OK) return s;
     if (path_out && path_cap) snprintf(path_out, path_cap, "%s", final);
     return prune(out_dir, keep_last);
+}
+
+/* Data parallel: every rank learns whether any rank failed (s on this rank); the failing rank keeps its
+ * message, the others get one naming the step. */
+static cg_status agree(cg_trainer *tr, cg_status s, const char *what) {
+    double failed = s != CG_OK ? 1.0 : 0.0;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", cg_last_error());
+    cg_status cs = cg_comm_allreduce_f64(tr->comm, &failed, 1, CG_COMM_SUM);
+    if (s != CG_OK) return cg_set_error(s, "%s", msg);
+    if (cs != CG_OK) return cs;
+    if (failed != 0.0) return cg_set_error(CG_ERR_IO, "checkpoint: another rank failed while %s", what);
+    return CG_OK;
+}
+
+/* Data parallel: rank 0 creates the temporary directory, every rank of a ZeRO-1 run writes its optimizer
+ * shard into it, then rank 0 writes the model and the state and renames it; the ranks agree on success after
+ * each phase, so the checkpoint is complete for everyone when save returns. */
+cg_status cg_trainer_save(cg_trainer *tr, const char *out_dir, int keep_last, char *path_out, size_t path_cap) {
+    if (!tr || !out_dir) return cg_set_error(CG_ERR_INVALID_ARG, "checkpoint: NULL trainer or directory");
+    char final[4000], tmp[4100];
+    bool root = cg_comm_rank(tr->comm) == 0, multi = cg_comm_size(tr->comm) > 1;
+    cg_status s = root ? save_begin(tr, out_dir, final, sizeof final, tmp, sizeof tmp) : CG_OK;
+    if (!root) {
+        snprintf(final, sizeof final, "%s/" CKPT_PREFIX "%08lld", out_dir, (long long)tr->step);
+        snprintf(tmp, sizeof tmp, "%s.tmp", final);
+    }
+    if (multi) s = agree(tr, s, "creating the checkpoint directory");
+    if (s != CG_OK) return s;
+    if (cg_optimizer_is_sharded(tr->opt)) {
+        s = agree(tr, write_shard_file(tr, tmp), "writing the optimizer shards");
+        if (s != CG_OK) {
+            if (root) remove_tree(tmp);
+            return s;
+        }
+    }
+    if (root) s = save_end(tr, out_dir, final, tmp, keep_last, path_out, path_cap);
+    else if (path_out && path_cap) snprintf(path_out, path_cap, "%s", final);
+    return multi ? agree(tr, s, "rank 0 wrote the checkpoint") : s;
 }
 
 cg_status cg_trainer_resume(cg_trainer *tr, const char *out_dir, bool *resumed, char *path_out, size_t path_cap) {

@@ -24,6 +24,8 @@ struct cg_trainer {
     int32_t *inputs, *targets; /* [B * T] */
     cg_outlier_window loss_window, grad_window;
     double flops_per_token;
+    cg_comm *comm;         /* never NULL (cg_comm_single) */
+    cg_grad_sync *sync;    /* with more than one rank */
 };
 
 /* z of x against the window (NaN until full), then x enters the window (if finite). */

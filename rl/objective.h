@@ -151,6 +151,11 @@ typedef struct cg_rl_inputs {
      * group_size). 0 = this batch's own counts. */
     double token_count;
     double seq_count;
+    /* Data parallel (DisCO): the KL estimate over every rank's tokens, which sets the hinge's coefficient
+     * sg([beta (KL - delta)]_+) as the reference code's gathered batch does (used when disco_kl_given). The
+     * differentiated KL is then this batch's sum over token_count (when > 0) instead of its own count. */
+    bool disco_kl_given;
+    double disco_kl;
 } cg_rl_inputs;
 
 typedef struct cg_rl_stats {

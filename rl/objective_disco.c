@@ -99,9 +99,17 @@ cg_tensor *cg_rl_disco_loss(const cg_rl_batch *b, cg_rl_stats *stats) {
         cg_tensor *d = cg_rl_masked(b, b->mask_t, cg_sub(logp, b->old_t));
         kl_tok = cg_add_scalar(cg_sub(cg_exp(d), d), -1.0f); /* 0 at padding (d = 0 there) */
     }
-    cg_tensor *kl = cg_scale(cg_sum_all(kl_tok), (float)(1.0 / (b->n_tokens > 0 ? b->n_tokens : 1.0)));
-    /* spec 3.2/3.4: penalty sg([beta (KL - delta)]_+) * KL, the gradient of (beta/2) [KL - delta]_+^2. */
-    cg_tensor *coef = cg_relu(cg_affine(cg_detach(kl), cfg->disco_beta, -cfg->disco_beta * cfg->disco_delta));
+    double kl_den = in->disco_kl_given && in->token_count > 0 ? in->token_count : b->n_tokens;
+    cg_tensor *kl = cg_scale(cg_sum_all(kl_tok), (float)(1.0 / (kl_den > 0 ? kl_den : 1.0)));
+    /* spec 3.2/3.4: penalty sg([beta (KL - delta)]_+) * KL, the gradient of (beta/2) [KL - delta]_+^2. With
+     * data parallelism the coefficient comes from the KL over every rank's tokens (the gathered batch). */
+    cg_tensor *coef;
+    if (in->disco_kl_given) {
+        double c = cfg->disco_beta * (in->disco_kl - cfg->disco_delta);
+        coef = cg_rl_scalar_tensor(b->dev, (float)(c > 0 ? c : 0.0));
+    } else {
+        coef = cg_relu(cg_affine(cg_detach(kl), cfg->disco_beta, -cfg->disco_beta * cfg->disco_delta));
+    }
     cg_tensor *penalty = cg_mul(coef, kl);
     cg_tensor *loss;
     if (n_valid > 0) {
@@ -115,7 +123,7 @@ cg_tensor *cg_rl_disco_loss(const cg_rl_batch *b, cg_rl_stats *stats) {
     if (stats) {
         cg_rl_token_stats(b, NULL, false, stats);
         stats->pg_loss = n_valid > 0 ? cg_rl_read_scalar(pg_loss) : 0.0;
-        stats->disco_kl = cg_rl_read_scalar(kl);
+        stats->disco_kl = in->disco_kl_given ? in->disco_kl : cg_rl_read_scalar(kl);
         stats->disco_penalty = n_valid > 0 ? cg_rl_read_scalar(penalty) : 0.0;
         stats->constraint_active = stats->disco_kl > cfg->disco_delta;
         stats->clip_frac = stats->constraint_active ? 1.0 : 0.0; /* the reference code's pg_clipfrac (spec 3.4) */

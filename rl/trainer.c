@@ -19,7 +19,20 @@ struct cg_rl_trainer {
     int64_t step;
     int64_t next_item; /* the next training item to draw */
     cg_rng shuffle_rng;
+    cg_comm *comm; /* never NULL */
+    int rank, world;
+    cg_grad_sync *sync; /* with more than one rank */
 };
+
+/* Every tensor of a model (trainable or frozen) from rank 0. */
+static cg_status broadcast_model(cg_comm *comm, cg_model *m) {
+    for (int i = 0; i < m->n_params; i++) {
+        cg_tensor *p = m->params[i].tensor;
+        cg_status s = cg_dist_broadcast_params(comm, 1, &p);
+        if (s != CG_OK) return s;
+    }
+    return CG_OK;
+}
 
 static double now_s(void) {
     struct timespec ts;
@@ -60,9 +73,18 @@ cg_status cg_rl_trainer_create(cg_model *policy, cg_model *reference, const cg_t
         return cg_set_error(CG_ERR_INVALID_ARG, "rl_trainer: the overlong penalty's cache length %lld must lie in [0, "
                             "max_new_tokens %lld]", (long long)cfg->obj.overlong_cache_len,
                             (long long)cfg->sampling.max_new_tokens);
+    cg_comm *comm = cfg->comm ? cfg->comm : cg_comm_single();
+    int world = cg_comm_size(comm);
+    if (cfg->prompts_per_step % world != 0 || cfg->minibatch_seqs % world != 0)
+        return cg_set_error(CG_ERR_INVALID_ARG, "rl_trainer: prompts_per_step %lld and minibatch_seqs %lld must be "
+                            "multiples of the %d ranks", (long long)cfg->prompts_per_step,
+                            (long long)cfg->minibatch_seqs, world);
     cg_rl_trainer *t = calloc(1, sizeof *t);
     if (!t) return cg_set_error(CG_ERR_OOM, "rl_trainer: out of memory");
     t->cfg = *cfg;
+    t->comm = comm;
+    t->world = world;
+    t->rank = cg_comm_rank(comm);
     t->policy = policy, t->reference = reference, t->tok = tok, t->rewards = rewards, t->n_rewards = n_rewards;
     t->shuffle_rng = cg_rng_fork(&(cg_rng){cfg->seed, 0, 0}, 0x5bu);
     cg_tensor *params[4096];
@@ -70,7 +92,14 @@ cg_status cg_rl_trainer_create(cg_model *policy, cg_model *reference, const cg_t
     if (n > 4096) s = cg_set_error(CG_ERR_INVALID_ARG, "rl_trainer: %d trainable tensors (at most 4096)", n);
     if (s == CG_OK && n == 0) s = cg_set_error(CG_ERR_INVALID_ARG, "rl_trainer: the policy has no trainable parameter");
     if (s == CG_OK) s = cg_model_alloc_grads(policy);
-    if (s == CG_OK) s = cg_optimizer_create(&cfg->opt, n, params, &t->opt);
+    if (s == CG_OK && world > 1) {
+        s = broadcast_model(comm, policy);
+        if (s == CG_OK) s = cg_dist_broadcast_params(comm, n, params); /* LoRA adapters */
+        if (s == CG_OK && reference) s = broadcast_model(comm, reference);
+        if (s == CG_OK) s = cg_grad_sync_create(comm, n, params, 0, &t->sync);
+    }
+    if (s == CG_OK && cfg->zero1) s = cg_optimizer_create_zero1(&cfg->opt, n, params, comm, &t->opt);
+    else if (s == CG_OK) s = cg_optimizer_create(&cfg->opt, n, params, &t->opt);
     if (s == CG_OK) s = cg_task_set_split(tasks, CG_SPLIT_TRAIN, &t->train);
     if (s != CG_OK) {
         cg_rl_trainer_free(t);
@@ -83,6 +112,7 @@ cg_status cg_rl_trainer_create(cg_model *policy, cg_model *reference, const cg_t
 void cg_rl_trainer_free(cg_rl_trainer *t) {
     if (!t) return;
     cg_optimizer_free(t->opt);
+    cg_grad_sync_free(t->sync);
     cg_task_set_free(t->train);
     free(t);
 }
@@ -139,18 +169,21 @@ static cg_tensor *rows_tensor(const float *src, const int64_t *sel, int64_t n, i
  * rewards differ until prompts_per_step groups are collected (or max_gen_batches batches were drawn). */
 static cg_status collect_rollout(cg_rl_trainer *t, cg_rollout **out, cg_rl_step_stats *st) {
     const cg_rl_trainer_config *c = &t->cfg;
-    int64_t P = c->prompts_per_step, G = c->group_size;
+    /* every rank draws the job's P items and keeps its slice */
+    int64_t P_all = c->prompts_per_step, P = P_all / t->world, first = (int64_t)t->rank * P, G = c->group_size;
     int max_batches = c->obj.dynamic_sampling ? (c->obj.max_gen_batches > 0 ? c->obj.max_gen_batches : 3) : 1;
     cg_rollout *keep = NULL;
     cg_status s = CG_OK;
     for (int b = 0; b < max_batches && s == CG_OK; b++) {
-        cg_task_item *items = calloc((size_t)P, sizeof *items);
+        cg_task_item *items = calloc((size_t)P_all, sizeof *items);
         const char **prompts = calloc((size_t)P, sizeof *prompts), **answers = calloc((size_t)P, sizeof *answers);
         cg_rollout *r = NULL;
-        s = items && prompts && answers ? draw_items(t, P, items) : cg_set_error(CG_ERR_OOM, "rl_trainer: out of memory");
-        for (int64_t i = 0; s == CG_OK && i < P; i++) prompts[i] = items[i].prompt, answers[i] = items[i].answer;
+        s = items && prompts && answers ? draw_items(t, P_all, items) : cg_set_error(CG_ERR_OOM, "rl_trainer: out of memory");
+        for (int64_t i = 0; s == CG_OK && i < P; i++)
+            prompts[i] = items[first + i].prompt, answers[i] = items[first + i].answer;
         cg_rollout_config rc = {.group_size = G, .sampling = c->sampling};
         rc.sampling.seed = c->seed * 1000003u + (uint64_t)t->step * 64u + (uint64_t)b;
+        rc.sampling.first_stream = (uint64_t)(first * G); /* the rows the single-process run gives these prompts */
         if (s == CG_OK) s = cg_rollout_generate(t->policy, t->tok, prompts, answers, P, &rc, t->rewards, t->n_rewards, &r);
         st->rollout_batches++;
         if (s == CG_OK && c->obj.overlong_penalty)
@@ -188,7 +221,7 @@ static cg_status collect_rollout(cg_rl_trainer *t, cg_rollout **out, cg_rl_step_
             }
             r->n_prompts = w, r->n_seq = w * G;
         }
-        for (int64_t i = 0; items && i < P; i++) cg_task_item_free(&items[i]);
+        for (int64_t i = 0; items && i < P_all; i++) cg_task_item_free(&items[i]);
         free(items), free(prompts), free(answers);
         if (s != CG_OK) {
             cg_rollout_free(r);
@@ -243,6 +276,76 @@ static cg_status collect_rollout(cg_rl_trainer *t, cg_rollout **out, cg_rl_step_
     return s;
 }
 
+/* Data parallel: every rank keeps the smallest number of groups any rank kept (0: no rank trains). */
+static cg_status equalize_groups(cg_rl_trainer *t, cg_rollout **rp) {
+    cg_rollout *r = *rp;
+    int64_t G = t->cfg.group_size;
+    double *counts = calloc((size_t)t->world, sizeof *counts);
+    if (!counts) return cg_set_error(CG_ERR_OOM, "rl_trainer: out of memory");
+    counts[t->rank] = r ? (double)(r->n_seq / G) : 0.0;
+    cg_status s = cg_comm_allreduce_f64(t->comm, counts, t->world, CG_COMM_SUM);
+    double least = counts[0];
+    for (int i = 1; i < t->world; i++) least = counts[i] < least ? counts[i] : least;
+    free(counts);
+    if (s != CG_OK) return s;
+    int64_t keep = (int64_t)least;
+    if (r && keep == 0) {
+        cg_rollout_free(r);
+        *rp = NULL;
+    } else if (r && r->n_seq > keep * G) {
+        for (int64_t i = keep * G; i < r->n_seq; i++) {
+            free(r->tokens[i]), free(r->responses[i]);
+            r->tokens[i] = NULL, r->responses[i] = NULL;
+        }
+        r->n_seq = keep * G, r->n_prompts = keep;
+    }
+    return CG_OK;
+}
+
+/* Data parallel: the step's statistics as means over every rank's sequences (tokens for entropy and KL). */
+static cg_status global_stats(cg_rl_trainer *t, cg_rl_step_stats *st) {
+    double n = (double)st->sequences, tok = (double)st->tokens;
+    double v[7] = {st->reward * n, st->accuracy * n, st->response_len * n, n, tok, st->entropy * tok,
+                   isnan(st->kl) ? 0.0 : st->kl * tok};
+    cg_status s = cg_comm_allreduce_f64(t->comm, v, 7, CG_COMM_SUM);
+    if (s != CG_OK) return s;
+    st->sequences = (int64_t)v[3], st->tokens = (int64_t)v[4];
+    if (v[3] > 0) st->reward = v[0] / v[3], st->accuracy = v[1] / v[3], st->response_len = v[2] / v[3];
+    if (v[4] > 0) {
+        st->entropy = v[5] / v[4];
+        if (!isnan(st->kl)) st->kl = v[6] / v[4];
+    }
+    return CG_OK;
+}
+
+/* Data parallel: a mini-batch's sequence and token counts summed over the ranks, as the denominators of the
+ * global means (divided by W: the gradient all-reduce averages), and DisCO's KL over all ranks' tokens. */
+static cg_status global_counts(cg_rl_trainer *t, const cg_rollout *r, const int64_t *sel, int64_t nb,
+                               const bool *trunc_b, const cg_tensor *logp, const float *old_lp, cg_rl_inputs *in) {
+    const cg_rl_config *o = &t->cfg.obj;
+    bool disco = o->algo == CG_RL_DISCO || o->algo == CG_RL_DISCOB;
+    double v[3] = {(double)nb, 0.0, 0.0};
+    int64_t T = r->max_resp, LT = logp->shape[1];
+    for (int64_t k = 0; k < nb; k++) {
+        if (o->overlong_filter && trunc_b[k]) continue; /* cg_rl_loss masks these */
+        int64_t len = r->resp_len[sel[k]];
+        v[1] += (double)len;
+        for (int64_t j = 0; disco && j < len; j++) {
+            double d = cg_get_flat(logp, k * LT + j) - (double)old_lp[sel[k] * T + j];
+            v[2] += o->disco_kl == CG_DISCO_KL_K1 ? -d : exp(d) - d - 1.0;
+        }
+    }
+    cg_status s = cg_comm_allreduce_f64(t->comm, v, 3, CG_COMM_SUM);
+    if (s != CG_OK) return s;
+    in->seq_count = v[0] / t->world;
+    in->token_count = v[1] / t->world;
+    if (disco) {
+        in->disco_kl_given = true;
+        in->disco_kl = v[1] > 0 ? v[2] / v[1] : 0.0;
+    }
+    return CG_OK;
+}
+
 cg_status cg_rl_trainer_step(cg_rl_trainer *t, cg_rl_step_stats *st) {
     const cg_rl_trainer_config *c = &t->cfg;
     cg_rl_step_stats zero = {0};
@@ -255,6 +358,10 @@ cg_status cg_rl_trainer_step(cg_rl_trainer *t, cg_rl_step_stats *st) {
     if (s != CG_OK) return s;
     st->rollout_seconds = now_s() - t0;
     t->step++;
+    if (t->world > 1 && (s = equalize_groups(t, &r)) != CG_OK) {
+        cg_rollout_free(r);
+        return s;
+    }
     if (!r) { /* dynamic sampling found no group with signal: nothing to learn from this step */
         cg_step_end();
         return CG_OK;
@@ -295,7 +402,9 @@ cg_status cg_rl_trainer_step(cg_rl_trainer *t, cg_rl_step_stats *st) {
     int64_t *order = malloc(sizeof(int64_t) * (size_t)n);
     if (s == CG_OK && (!trunc || !order)) s = cg_set_error(CG_ERR_OOM, "rl_trainer: out of memory");
     for (int64_t i = 0; s == CG_OK && i < n; i++) trunc[i] = r->truncated[i], order[i] = i;
-    int64_t mb = c->minibatch_seqs > 0 && c->minibatch_seqs < n ? c->minibatch_seqs : n;
+    if (s == CG_OK && t->world > 1) s = global_stats(t, st);
+    int64_t mb_rank = c->minibatch_seqs / t->world; /* this rank's share of a mini-batch */
+    int64_t mb = mb_rank > 0 && mb_rank < n ? mb_rank : n;
     /* DisCO compares sequences within a group: its mini-batches must hold whole groups */
     if (c->obj.algo == CG_RL_DISCO || c->obj.algo == CG_RL_DISCOB) mb = ((mb + G - 1) / G) * G;
     int64_t total_tokens = 0;
@@ -328,12 +437,23 @@ cg_status cg_rl_trainer_step(cg_rl_trainer *t, cg_rl_step_stats *st) {
                 cg_rl_inputs in = {.logp = logp, .old_logp = old_t, .ref_logp = ref_t, .mask = mask,
                                    .advantages = adv_b, .rewards = rew_b, .truncated = tr_b, .group_size = G};
                 cg_rl_stats rs;
-                cg_tensor *loss = cg_rl_loss(&c->obj, &in, &rs);
-                s = loss ? cg_backward(loss) : cg_last_status();
+                if (t->world > 1) s = global_counts(t, r, sel, nb, tr_b, logp, old_lp, &in);
+                cg_tensor *loss = s == CG_OK ? cg_rl_loss(&c->obj, &in, &rs) : NULL;
+                if (s == CG_OK && t->sync) s = cg_grad_sync_begin(t->sync, true);
+                if (s == CG_OK) s = loss ? cg_backward(loss) : cg_last_status();
+                if (t->sync) {
+                    cg_status f = cg_grad_sync_finish(t->sync);
+                    if (s == CG_OK) s = f;
+                }
                 cg_optim_step_info info = {0};
                 if (s == CG_OK) s = cg_optimizer_step(t->opt, c->opt.lr, &info);
                 cg_optimizer_zero_grad(t->opt);
-                st->loss = rs.loss, st->clip_fraction = rs.clip_frac, st->grad_norm = info.grad_norm;
+                if (s == CG_OK) {
+                    double v[2] = {rs.loss, rs.clip_frac};
+                    if (t->world > 1) s = cg_comm_allreduce_f64(t->comm, v, 2, CG_COMM_AVG);
+                    st->loss = v[0], st->clip_fraction = v[1];
+                }
+                st->grad_norm = info.grad_norm;
                 total_tokens += rs.n_tokens;
             }
             free(adv_b), free(rew_b), free(tr_b);

@@ -12,10 +12,25 @@
  *     1, as verl does), the reference policy's (when obj.kl_beta > 0, or for the KL that is always logged when
  *     a reference exists: the LoRA-disabled model, or an explicit frozen copy), and the policy entropy.
  *  5. epochs passes over the sequences in shuffled mini-batches of minibatch_seqs, one optimizer step each.
- * Log-probs use the logits divided by the sampling temperature for both the old and the new policy (TRL). */
+ * Log-probs use the logits divided by the sampling temperature for both the old and the new policy (TRL).
+ *
+ * Data parallel (cfg.comm with W > 1 ranks; P and a non-zero minibatch_seqs must be multiples of W): every
+ * rank draws the same P items and keeps its slice of P / W prompts; it samples them from the sampling
+ * streams the single-process run would use for those rows (cg_sampling.first_stream), so the job's
+ * rollouts are the single run's. Rewards, advantages (within each group, all on one rank), old and
+ * reference log-probs stay local. Each mini-batch takes minibatch_seqs / W sequences per rank; its global
+ * sequence and token counts are summed over the ranks and passed as cg_rl_inputs.seq_count/token_count
+ * (divided by W, since the gradient all-reduce averages), so token-mean (DAPO, GPPO) normalises by the
+ * global token count and the sequence means and DisCO's question count by the global counts, as the spec's
+ * references do; DisCO's KL hinge coefficient uses the KL over all ranks' tokens. Gradients are averaged
+ * in buckets during backward (optim/dist.h), the parameters (all of the policy's, frozen ones too, and an
+ * explicit reference's) are broadcast from rank 0 at create. With dynamic sampling ranks may keep different
+ * numbers of groups: every rank then trains on the smallest count (its extra groups are dropped). The
+ * returned statistics are means over all ranks. */
 #ifndef CG_RL_TRAINER_H
 #define CG_RL_TRAINER_H
 
+#include "optim/dist.h"
 #include "optim/optim.h"
 #include "rl/objective.h"
 #include "rl/rollout.h"
@@ -35,6 +50,8 @@ typedef struct cg_rl_trainer_config {
     cg_optimizer_config opt;   /* lr is the constant learning rate */
     float correct_reward;      /* a response counts as correct (accuracy) when its reward >= this */
     uint64_t seed;
+    cg_comm *comm;             /* data parallel over its ranks (see below); NULL = one process */
+    bool zero1;                /* ZeRO-1 optimizer (cg_optimizer_create_zero1) */
 } cg_rl_trainer_config;
 
 /* P 16, G 8, temperature 1, 64 new tokens, 1 epoch, whole-batch updates, AdamW lr 1e-5 without weight decay,

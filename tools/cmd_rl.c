@@ -14,6 +14,7 @@
 #include "rl/sft.h"
 #include "rl/trainer.h"
 #include "tools/commands.h"
+#include "tools/dist_cli.h"
 #include "tools/flags.h"
 #include "tools/svg_plot.h"
 
@@ -105,6 +106,7 @@ int cg_cmd_rl(int argc, char **argv) {
                  .norm_constant = NAN, .gppo_beta1 = NAN, .gppo_beta2 = NAN, .sft_coef = NAN, .disco_tau = NAN,
                  .disco_beta = NAN, .disco_delta = NAN, .overlong_factor = NAN, .weight_decay = 0.0f, .grad_clip = 1.0f,
                  .lora_dropout = 0.0f};
+    cg_cli_dist dist = {0}; /* --zero, --no-bind, --comm-timeout (mpirun -np N cgrad rl) */
     flag flags[] = {
         {"model", F_STR, &A.model, "PRESET or DIR (HF directory / llm.c .bin); 'demo' = a fresh llama:tiny (default)"},
         {"task", F_STR, &A.task, "arith (generated arithmetic, default) or FILE.jsonl ({\"prompt\", \"answer\"} lines)"},
@@ -133,6 +135,9 @@ int cg_cmd_rl(int argc, char **argv) {
         {"rslora", F_BOOL, &A.rslora, "rsLoRA scaling alpha / sqrt(r)"},
         {"device", F_STR, &A.device, "cpu|cuda (default cpu)"},
         {"threads", F_I64, &A.threads, "CPU threads (default: 1 for models under 5M parameters, else all cores)"},
+        {"zero", F_I64, &dist.zero, "1: ZeRO-1, optimizer state sharded over the mpirun ranks (default 0)"},
+        {"no-bind", F_BOOL, &dist.no_bind, "under mpirun: do not bind each rank to its share of the cores (hwloc)"},
+        {"comm-timeout", F_F32, &dist.comm_timeout, "under mpirun: end the job when a collective waits this many s (600)"},
         {"out", F_STR, &A.out, "output directory: metrics, plot, final model (default rl_out)"},
         {"metrics", F_STR, &A.metrics, "metrics JSONL file (default OUT/metrics.jsonl)"},
         {"seed", F_I64, &A.seed, "seed of the model init, the tasks and the sampling (default 1)"},
@@ -167,6 +172,10 @@ int cg_cmd_rl(int argc, char **argv) {
         }
     int rc = parse_flags(argc, argv, flags, nf);
     if (rc) return rc;
+    if ((dist.zero != 0 && dist.zero != 1) || dist.comm_timeout < 0) {
+        fprintf(stderr, "cgrad rl: --zero takes 0 or 1 and --comm-timeout a positive number of seconds\n");
+        return 2;
+    }
 
     /* ---- the configuration: the algorithm's spec defaults, overridden by the flags that were given ---- */
     cg_rl_algo algo;
@@ -217,6 +226,10 @@ int cg_cmd_rl(int argc, char **argv) {
         fprintf(stderr, "cgrad rl: %s\n", cg_last_error());
         return 1;
     }
+    /* distributed: prompts split over the ranks; rank 0 prints and writes files */
+    if (cg_cli_dist_start("rl", &dist, &A.threads)) return 1;
+    bool root = cg_cli_dist_is_root(&dist);
+    tc.comm = dist.comm, tc.zero1 = dist.zero == 1;
 
     /* ---- model, tokenizer, tasks, rewards ---- */
     cg_model *m = NULL;
@@ -254,13 +267,13 @@ int cg_cmd_rl(int argc, char **argv) {
     /* reward: 1 for the right number; the format reward is implied (a wrong format is not a number) */
     cg_reward_numeric_opts numeric = {0};
     cg_reward rewards[1] = {{cg_reward_numeric, &numeric, 1.0f}};
-    if (s == CG_OK && mkdir(A.out, 0755) != 0 && errno != EEXIST)
+    if (s == CG_OK && root && mkdir(A.out, 0755) != 0 && errno != EEXIST)
         s = cg_set_error(CG_ERR_IO, "cannot create the output directory %s", A.out);
     char metrics_path[4096], plot_path[4096];
     snprintf(metrics_path, sizeof metrics_path, "%s", A.metrics ? A.metrics : "");
     if (!A.metrics) snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", A.out);
     snprintf(plot_path, sizeof plot_path, "%s/reward_accuracy.svg", A.out);
-    if (s == CG_OK && !(mf = fopen(metrics_path, "w"))) s = cg_set_error(CG_ERR_IO, "cannot write %s", metrics_path);
+    if (s == CG_OK && root && !(mf = fopen(metrics_path, "w"))) s = cg_set_error(CG_ERR_IO, "cannot write %s", metrics_path);
     if (s != CG_OK) goto done;
     /* a tiny model's ops are too small to share between threads: the synchronisation costs more than the work
      * (13x slower on a loaded 2-core machine) */
@@ -304,7 +317,7 @@ int cg_cmd_rl(int argc, char **argv) {
         cg_task_set_free(train);
         char sft_dir[4096];
         snprintf(sft_dir, sizeof sft_dir, "%s/sft_model", A.out);
-        if (s == CG_OK) s = cg_model_save_hf(m, sft_dir, 0, CG_F32);
+        if (s == CG_OK && root) s = cg_model_save_hf(m, sft_dir, 0, CG_F32);
         if (s != CG_OK) goto done;
     }
     if (A.lora_rank > 0) {
@@ -335,10 +348,10 @@ int cg_cmd_rl(int argc, char **argv) {
                    "rollout %.0f tok/s  update %.0f tok/s  %.1fs\n", (long long)step + 1, (long long)A.steps, st.reward,
                    st.accuracy, st.response_len, isnan(st.kl) ? 0.0 : st.kl, st.entropy, st.loss,
                    st.rollout_tokens_per_s, st.update_tokens_per_s, now_s() - t_start);
-        s = write_json_line(mf, &st);
+        if (mf) s = write_json_line(mf, &st);
     }
     if (s == CG_OK) s = cg_rl_evaluate(m, tok, tasks, A.eval_items, A.max_new, rewards, 1, 1.0f, &acc_after);
-    if (s == CG_OK) {
+    if (s == CG_OK && root) {
         printf("held-out accuracy after RL:  %.1f%% (before: %.1f%%), %.1f s in all\n", 100 * acc_after,
                100 * acc_before, now_s() - t_start);
         cg_plot_series series[2] = {{"reward (mean over samples)", xs, rw, A.steps},
@@ -359,11 +372,13 @@ int cg_cmd_rl(int argc, char **argv) {
     free(xs), free(rw), free(ac);
 done:
     if (s != CG_OK) fprintf(stderr, "cgrad rl: %s\n", cg_last_error());
+    if (s != CG_OK) cg_cli_dist_abort_on_error(1); /* the other ranks would wait for this one */
     if (mf) fclose(mf);
     cg_rl_trainer_free(trainer);
     cg_task_set_free(tasks);
     cg_tokenizer_free(tok);
     cg_model_free(reference);
     cg_model_free(m);
+    cg_cli_dist_end(&dist);
     return s == CG_OK ? 0 : 1;
 }

@@ -13,6 +13,7 @@
 #include "optim/data.h"
 #include "optim/train.h"
 #include "tools/commands.h"
+#include "tools/dist_cli.h"
 #include "tools/flags.h"
 
 #define ERR(...) (fprintf(stderr, "cgrad train: " __VA_ARGS__), fputc('\n', stderr))
@@ -72,6 +73,7 @@ static void usage(FILE *f) {
     for (int i = 0; i < cg_model_preset_count(); i++)
         fprintf(f, " %s", cg_model_preset_name(i));
     fprintf(f, "\n");
+    cg_cli_dist_usage(f);
 }
 
 typedef struct train_args {
@@ -81,6 +83,7 @@ typedef struct train_args {
     float lr, final_frac, decay_frac, weight_decay, beta1, beta2, eps, momentum, clip, grad_noise, skip_loss_z,
         skip_grad_z, lora_alpha, lora_dropout, val_frac;
     bool have_wd, have_beta1, have_beta2, have_eps, nesterov, decay_embeddings, wsd_sqrt, rslora, resume;
+    cg_cli_dist dist;
 } train_args;
 
 static int parse_args(int argc, char **argv, train_args *a) {
@@ -102,6 +105,11 @@ static int parse_args(int argc, char **argv, train_args *a) {
                                                             : NULL;
         if (flag) {
             *flag = true;
+            continue;
+        }
+        int dr = cg_cli_dist_flag("train", &a->dist, argc, argv, &i);
+        if (dr) {
+            if (dr == 2) return 2;
             continue;
         }
         if (i + 1 >= argc) {
@@ -269,6 +277,8 @@ typedef struct run_state {
     FILE *metrics;
 } run_state;
 
+static cg_cli_dist *dist; /* this run's communicator (ended by cleanup) */
+
 static void cleanup(run_state *r) {
     if (r->metrics) fclose(r->metrics);
     cg_trainer_free(r->tr);
@@ -276,10 +286,13 @@ static void cleanup(run_state *r) {
     cg_data_close(r->val);
     cg_tokenizer_free(r->tok);
     cg_model_free(r->m);
+    if (dist) cg_cli_dist_end(dist);
+    dist = NULL;
 }
 
 static int fail(run_state *r, const char *what) {
     ERR("%s%s", what, cg_last_error());
+    cg_cli_dist_abort_on_error(1); /* the other ranks would wait for this one until the timeout */
     cleanup(r);
     return 1;
 }
@@ -296,6 +309,9 @@ int cg_cmd_train(int argc, char **argv) {
         ERR("--device %s needs the CUDA backend, which training does not have yet (use --device cpu)", a.device);
         return 1;
     }
+    if (cg_cli_dist_start("train", &a.dist, &a.threads)) return 1;
+    dist = &a.dist;
+    int rank = cg_comm_rank(a.dist.comm), world = cg_comm_size(a.dist.comm);
     if (a.threads > 0) cg_set_num_threads((int)a.threads);
 
     /* the model (and adapters) */
@@ -323,7 +339,7 @@ int cg_cmd_train(int argc, char **argv) {
     /* data */
     if (pick_tokenizer(&a, is_preset, &r.m->cfg, &r.tok) != CG_OK) return fail(&r, "");
     cg_data_config dc = {
-        .path = a.data, .tokenizer = r.tok, .batch = a.batch, .seq_len = a.seq, .rank = 0, .world_size = 1};
+        .path = a.data, .tokenizer = r.tok, .batch = a.batch, .seq_len = a.seq, .rank = rank, .world_size = world};
     if (cg_data_open(&dc, &r.train) != CG_OK) return fail(&r, "");
     if (cg_data_is_text(r.train) && !a.val && a.val_frac > 0.0f) {
         /* reopen with the holdout split off, and the holdout as the validation set */
@@ -342,7 +358,9 @@ int cg_cmd_train(int argc, char **argv) {
 
     /* trainer */
     cg_train_config tc = cg_train_config_default();
-    tc.batch = a.batch, tc.seq_len = a.seq, tc.total_batch = a.total_batch, tc.world_size = 1;
+    tc.batch = a.batch, tc.seq_len = a.seq, tc.total_batch = a.total_batch, tc.world_size = world;
+    tc.comm = a.dist.comm;
+    tc.zero1 = a.dist.zero == 1;
     cg_optimizer_kind kind;
     cg_lr_schedule_kind skind;
     cg_optimizer_kind_from_name(a.optimizer, &kind); /* both checked by parse_args */
@@ -379,23 +397,26 @@ int cg_cmd_train(int argc, char **argv) {
         else
             printf("no checkpoint in %s: starting from step 0\n", a.out);
     }
-    if (a.metrics) {
+    if (a.metrics && rank == 0) {
         r.metrics = fopen(a.metrics, resumed ? "a" : "w");
         if (!r.metrics) {
             ERR("cannot open --metrics '%s': %s", a.metrics, strerror(errno));
+            cg_cli_dist_abort_on_error(1);
             cleanup(&r);
             return 1;
         }
     }
 
-    int64_t tokens_per_step = a.total_batch ? a.total_batch : a.batch * a.seq;
+    int64_t tokens_per_step = a.total_batch ? a.total_batch : a.batch * a.seq * world;
     double fpt = cg_train_flops_per_token(r.m, a.seq);
     printf("model %s: %lld parameters (%d trainable tensors%s), %s\n", r.m->cfg.name,
            (long long)cg_model_num_elements(r.m), cg_optimizer_num_params(cg_trainer_optimizer(r.tr)),
            a.lora_rank > 0 ? ", LoRA" : "", a.device);
-    printf("data: %s (%lld tokens%s), %lld tokens/step = %d micro-batches x %lld x %lld\n", a.data,
+    printf("data: %s (%lld tokens%s), %lld tokens/step = %d micro-batches x %lld x %lld", a.data,
            (long long)cg_data_num_tokens(r.train), cg_data_is_text(r.train) ? ", text" : "", (long long)tokens_per_step,
            cg_trainer_grad_accum(r.tr), (long long)a.batch, (long long)a.seq);
+    if (world > 1) printf(" x %d ranks%s", world, a.dist.zero ? " (ZeRO-1)" : "");
+    printf("\n");
     printf("optimizer %s, lr %g %s (warmup %lld), clip %g; FLOPs/token %.4g (llm.c 6N + 6LCT); MFU n/a on the CPU\n",
            a.optimizer, a.lr, a.schedule, (long long)a.warmup, a.clip, fpt);
     fflush(stdout);
@@ -421,7 +442,7 @@ int cg_cmd_train(int argc, char **argv) {
             if (cg_trainer_evaluate(r.tr, r.val, a.val_steps, &val_loss) != CG_OK) return fail(&r, "validation: ");
             printf("step %5lld/%lld | val loss %.6f\n", (long long)done, (long long)a.steps, val_loss);
         }
-        if (a.sample_every > 0 && (done % a.sample_every == 0 || last))
+        if (rank == 0 && a.sample_every > 0 && (done % a.sample_every == 0 || last))
             print_sample(r.m, r.tok, a.sample_tokens, (uint64_t)a.seed, done);
         if (r.metrics) {
             fprintf(r.metrics, "{\"step\":%lld", (long long)done);
