@@ -55,6 +55,24 @@ int cg_cuda_device_count(void) {
 #endif
 }
 
+cg_status cg_cuda_set_device(int index) {
+    if (!cg_cuda_compiled()) return cg_set_error(CG_ERR_UNSUPPORTED, "cuda_set_device: cgrad was built without CUDA");
+#ifdef CG_HAVE_CUDA
+    return cg_cuda_rt_set_device(index);
+#else
+    (void)index;
+    return CG_ERR_UNSUPPORTED;
+#endif
+}
+
+int cg_cuda_current_device(void) {
+#ifdef CG_HAVE_CUDA
+    return cg_cuda_device_count() > 0 ? cg_cuda_rt_current_device() : -1;
+#else
+    return -1;
+#endif
+}
+
 static cg_status check_cuda_device(cg_device d, const char *what) {
     if (!cg_cuda_compiled()) return cg_set_error(CG_ERR_UNSUPPORTED, "%s: cgrad was built without CUDA", what);
     int n = cg_cuda_device_count();

@@ -1,4 +1,4 @@
-/* Shared by every cuda/*.cu file: the streams, error checks that turn CUDA errors into cg errors naming the
+/* Shared by every .cu file in cuda/: the streams, error checks that turn CUDA errors into cg errors naming the
  * op, and the f32/bf16 load/store helpers the kernels are templated on. C++ only (included from .cu files);
  * the C side sees only the extern "C" functions of the cuda/ headers. */
 #ifndef CG_CUDA_COMMON_CUH

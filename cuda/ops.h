@@ -1,0 +1,87 @@
+/* CUDA kernels of the primitive ops, behind C linkage (implemented in cuda/elementwise.cu, reduce.cu,
+ * index.cu, copy.cu, rng.cu). core/ calls them, under #ifdef CG_HAVE_CUDA, after its own argument checks:
+ * these functions trust their arguments (shapes, dtypes, devices) and check only the launches. Every kernel
+ * runs on the current device's compute stream; none synchronises with the host.
+ *
+ * Storage dtypes are passed as cg_dtype. Float operands are f32 or bf16 and the math is f32 (as the CPU
+ * ops); copies and fills take every cg_dtype. */
+#ifndef CG_CUDA_OPS_H
+#define CG_CUDA_OPS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/dtype.h"
+#include "core/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CG_CUDA_EW_MAX_DIMS 6 /* CG_MAX_DIMS */
+#define CG_CUDA_EW_MAX_OPS 4
+
+/* A strided iteration over a shape, passed to the kernels by value: operand k's element at logical
+ * index (i0, i1, ...) is data[k] + sum_d i_d * strides[k][d] elements of dtype[k]. Operand 0 is the
+ * output. Built on the host by cg_ew_iter_init (dims merged, broadcast dims with stride 0). */
+typedef struct cg_cuda_ew {
+    int ndim; /* 1..CG_CUDA_EW_MAX_DIMS */
+    int nops;
+    int64_t numel;
+    int64_t shape[CG_CUDA_EW_MAX_DIMS];
+    int64_t strides[CG_CUDA_EW_MAX_OPS][CG_CUDA_EW_MAX_DIMS];
+    void *data[CG_CUDA_EW_MAX_OPS];
+    int dtype[CG_CUDA_EW_MAX_OPS]; /* cg_dtype */
+} cg_cuda_ew;
+
+/* out = a (op) b; op is a cg_binary_op. Operands 0 out, 1 a, 2 b. */
+cg_status cg_cuda_binary(int op, const cg_cuda_ew *it);
+/* out = f(x); op is a cg_unary_op or one of the CG_CUDA_UNARY_* below, p0/p1 their parameters. */
+enum { CG_CUDA_UNARY_AFFINE = 1000, CG_CUDA_UNARY_POW, CG_CUDA_UNARY_CLAMP };
+cg_status cg_cuda_unary(int op, float p0, float p1, const cg_cuda_ew *it);
+/* out = cond != 0 ? a : b. Operands 0 out, 1 cond (u8, i32, i64, f32), 2 a, 3 b. */
+cg_status cg_cuda_where(const cg_cuda_ew *it);
+/* Operand 0 = operand 1, converting between any dtypes as the CPU's cg_copy does. */
+cg_status cg_cuda_copy(const cg_cuda_ew *it);
+/* Operand 0 (any dtype) = value. */
+cg_status cg_cuda_fill(const cg_cuda_ew *it, double value);
+/* The linear layer's GELU epilogue pieces: y = gelu_tanh(pre) (y may be pre), and
+ * dpre = dy * gelu_tanh'(pre); packed f32, n elements. */
+cg_status cg_cuda_gelu_tanh_backward(float *dpre, const float *pre, const float *dy, int64_t n);
+/* out += a * b, packed f32 (the LoRA dropout backward). */
+cg_status cg_cuda_mul_add(float *out, const float *a, const float *b, int64_t n);
+
+/* Reduction of packed x [outer, n, inner] (dtype x_dtype, f32 or bf16) over its middle dim into packed out
+ * [outer, inner] (f32 or bf16); op is a cg_reduce_op; argout (i64, may be NULL) takes the first index of
+ * the extreme for max/min. n >= 1. Accumulates in f32 (a tree per output, deterministic). */
+cg_status cg_cuda_reduce(int op, void *out, int out_dtype, int64_t *argout, const void *x, int x_dtype,
+                         int64_t outer, int64_t n, int64_t inner);
+
+/* ---- index ops (cuda/index.cu); x/out/src/weight dtypes f32 or bf16, index i32 or i64, all packed ---- */
+/* Viewing x as [outer, x_axis, inner] and index/out as [outer, idx_axis, inner]:
+ * out[o, i, j] = x[o, index[o, i, j], j]. A bad index sets *bad (device flag, may be NULL) to 1 and
+ * writes 0. */
+cg_status cg_cuda_gather(void *out, int out_dtype, const void *x, int x_dtype, const void *index, int index_dtype,
+                         int64_t outer, int64_t x_axis, int64_t idx_axis, int64_t inner, int *bad);
+/* out[o, i, j] = x[o, index[i], j] with index 1-D [idx_axis]. */
+cg_status cg_cuda_index_select(void *out, int out_dtype, const void *x, int x_dtype, const void *index,
+                               int index_dtype, int64_t outer, int64_t x_axis, int64_t idx_axis, int64_t inner,
+                               int *bad);
+/* Deterministic scatter-adds (no float atomics: each output element sums its contributions in index
+ * order). out is f32 packed [outer, out_axis, inner], src [outer, src_axis, inner] (f32 or bf16).
+ * gather_index (scatter_add: index [outer, idx_axis, inner], idx_axis <= src_axis) or select_index
+ * (index_add: 1-D [src_axis]); exactly one is non-NULL. */
+cg_status cg_cuda_scatter_add(float *out, const void *src, int src_dtype, const void *index, int index_dtype,
+                              bool index_is_1d, int64_t outer, int64_t out_axis, int64_t src_axis,
+                              int64_t idx_axis, int64_t inner, int64_t src_axis_total, int *bad);
+/* Embedding backward: grad_weight [V, C] f32 += sum over positions n with ids[n] == v of grad_out[n, :],
+ * summed in position order (deterministic). ids [N] i32/i64. Uses workspace: a sort of the positions by
+ * id, done on the GPU. scratch must hold cg_cuda_embedding_backward_scratch(N, V) bytes. */
+size_t cg_cuda_embedding_backward_scratch(int64_t N, int64_t V);
+cg_status cg_cuda_embedding_backward(float *grad_weight, const void *ids, int ids_dtype, const void *grad_out,
+                                     int grad_dtype, int64_t N, int64_t V, int64_t C, void *scratch, int *bad);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
