@@ -26,7 +26,10 @@ static cg_tensor *dropout_mask(cg_device dev, int ndim, const int64_t *shape, fl
 /* x [..., in], w [out, in], bias [out] or NULL. */
 static bool check_linear_args(const char *op, const cg_tensor *x, const cg_tensor *w, const cg_tensor *bias) {
     char dx[160], dw[160], db[160];
-    if (!cg_check_f32_cpu(op, "x", x) || !cg_check_f32_cpu(op, "weight", w) || (bias && !cg_check_f32_cpu(op, "bias", bias)))
+    if (!cg_check_float(op, "x", x) || !cg_check_float(op, "weight", w) || (bias && !cg_check_float(op, "bias", bias)))
+        return false;
+    if (cg_ops_check_same_device(op, x, "weight", w) != CG_OK ||
+        (bias && cg_ops_check_same_device(op, x, "bias", bias) != CG_OK))
         return false;
     if (x->ndim < 1 || w->ndim != 2 || x->shape[x->ndim - 1] != w->shape[1]) {
         cg_set_error(CG_ERR_SHAPE, "%s: x %s and weight %s: need x [..., in] and weight [out, in]", op,
@@ -108,7 +111,14 @@ static cg_status linear_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi)
     if (pre) {
         cg_tensor *d = cg_new_like(g2);
         CG_BW_NONNULL(d);
-        cg_cpu_gelu_backward(cg_data(d), cg_data(pre), cg_data(g2), cg_numel(g2));
+        if (cg_ops_on_cuda(g2)) {
+            if (g2->dtype != CG_F32) CG_BW_NONNULL(g2 = cg_tensor_to(cg_step_arena(g2->device), g2, CG_F32));
+#ifdef CG_HAVE_CUDA
+            CG_BW_TRY(cg_cuda_gelu_tanh_backward(cg_data(d), cg_data(pre), cg_data(g2), cg_numel(g2)));
+#endif
+        } else {
+            cg_cpu_gelu_backward(cg_data(d), cg_data(pre), cg_data(g2), cg_numel(g2));
+        }
         dpre = d;
     }
     cg_tensor *dx2 = NULL;
@@ -133,12 +143,22 @@ cg_tensor *cg_linear(const cg_tensor *x, const cg_tensor *w, const cg_tensor *bi
         pre = cg_new_like(y2);
         if (!pre) return NULL;
     }
-    CG_TRY(cg_matmul_into(y2, x2, w, false, true, 1.0f, 0.0f));
-    const cg_tensor *bp = bias ? cg_contiguous(bias) : NULL;
-    if (bias && !bp) return NULL;
-    if (bias || gelu)
-        cg_cpu_bias_gelu_forward(cg_data(y2), pre ? cg_data(pre) : NULL, bp ? cg_data(bp) : NULL, y2->shape[0],
-                          out_features, gelu);
+    if (cg_ops_on_cuda(x)) {
+        /* cuBLASLt's epilogue adds the bias (and applies GELU when no pre-activation must be kept) */
+        if (pre) {
+            CG_TRY(cg_matmul_bias_into(pre, x2, w, false, true, bias, false));
+            CG_TRY(cg_unary_into(CG_OP_GELU_TANH, y2, pre));
+        } else {
+            CG_TRY(cg_matmul_bias_into(y2, x2, w, false, true, bias, gelu));
+        }
+    } else {
+        CG_TRY(cg_matmul_into(y2, x2, w, false, true, 1.0f, 0.0f));
+        const cg_tensor *bp = bias ? cg_contiguous(bias) : NULL;
+        if (bias && !bp) return NULL;
+        if (bias || gelu)
+            cg_cpu_bias_gelu_forward(cg_data(y2), pre ? cg_data(pre) : NULL, bp ? cg_data(bp) : NULL, y2->shape[0],
+                                     out_features, gelu);
+    }
     cg_node *node = NULL;
     if (!cg_finish(gelu ? "linear_gelu" : "linear", linear_backward, y, n_in, (cg_tensor *const *)in, &node))
         return NULL;
@@ -188,7 +208,13 @@ static cg_status lora_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) {
             cg_tensor *dxd = cg_new_like(dx2);
             CG_BW_NONNULL(dxd);
             CG_BW_TRY(cg_matmul_into(dxd, dt, lora_a, false, false, 1.0f, 0.0f));
-            cg_cpu_mul_add(cg_data(dx2), cg_data(dxd), cg_data(mask), cg_numel(dx2));
+            if (cg_ops_on_cuda(dx2)) {
+#ifdef CG_HAVE_CUDA
+                CG_BW_TRY(cg_cuda_mul_add(cg_data(dx2), cg_data(dxd), cg_data(mask), cg_numel(dx2)));
+#endif
+            } else {
+                cg_cpu_mul_add(cg_data(dx2), cg_data(dxd), cg_data(mask), cg_numel(dx2));
+            }
         }
     }
     return CG_OK;
@@ -202,8 +228,9 @@ cg_tensor *cg_lora_linear(const cg_tensor *x, const cg_tensor *w, const cg_tenso
     CG_CHECK_ARG(op, w);
     CG_CHECK_ARG(op, lora_a);
     CG_CHECK_ARG(op, lora_b);
-    if (!check_linear_args(op, x, w, bias) || !cg_check_f32_cpu(op, "lora_a", lora_a) ||
-        !cg_check_f32_cpu(op, "lora_b", lora_b))
+    if (!check_linear_args(op, x, w, bias) || !cg_check_float(op, "lora_a", lora_a) ||
+        !cg_check_float(op, "lora_b", lora_b) || cg_ops_check_same_device(op, x, "lora_a", lora_a) != CG_OK ||
+        cg_ops_check_same_device(op, x, "lora_b", lora_b) != CG_OK)
         return NULL;
     int64_t in_features = w->shape[1], out_features = w->shape[0];
     if (lora_a->ndim != 2 || lora_b->ndim != 2 || lora_a->shape[1] != in_features ||
@@ -231,12 +258,7 @@ cg_tensor *cg_lora_linear(const cg_tensor *x, const cg_tensor *w, const cg_tenso
     cg_tensor *y = new_rows_like(x, out_features, &y2);
     if (!y) return NULL;
     int64_t rows = x2->shape[0], rank = lora_a->shape[0];
-    CG_TRY(cg_matmul_into(y2, x2, w, false, true, 1.0f, 0.0f));
-    if (bias) {
-        const cg_tensor *bp = cg_contiguous(bias);
-        if (!bp) return NULL;
-        cg_cpu_bias_gelu_forward(cg_data(y2), NULL, cg_data(bp), rows, out_features, false);
-    }
+    CG_TRY(cg_matmul_bias_into(y2, x2, w, false, true, bias, false));
     /* the adapter: y += scale * (drop(x) A^T) B^T; with B = 0 it adds exact zeros */
     cg_tensor *mask = NULL, *xd = x2;
     if (dropout_p > 0.0f) {
