@@ -198,6 +198,24 @@ cg_status cg_matmul_into(cg_tensor *out, const cg_tensor *a, const cg_tensor *b,
     return matmul_impl(out, a, b, trans_a, trans_b, alpha, beta, NULL, false);
 }
 
+bool cg_matmul_set_tf32(bool on) {
+#ifdef CG_HAVE_CUDA
+    return cg_cuda_matmul_set_tf32(on);
+#else
+    (void)on;
+    return false;
+#endif
+}
+
+void cg_matmul_cuda_cache_stats(uint64_t *hits, uint64_t *misses) {
+#ifdef CG_HAVE_CUDA
+    cg_cuda_matmul_cache_stats(hits, misses);
+#else
+    if (hits) *hits = 0;
+    if (misses) *misses = 0;
+#endif
+}
+
 cg_status cg_matmul_bias_into(cg_tensor *out, const cg_tensor *a, const cg_tensor *b, bool trans_a, bool trans_b,
                               const cg_tensor *bias, bool gelu) {
     return matmul_impl(out, a, b, trans_a, trans_b, 1.0f, 0.0f, bias, gelu);

@@ -95,6 +95,12 @@ cg_status cg_matmul_into(cg_tensor *out, const cg_tensor *a, const cg_tensor *b,
 cg_status cg_matmul_bias_into(cg_tensor *out, const cg_tensor *a, const cg_tensor *b, bool trans_a, bool trans_b,
                               const cg_tensor *bias, bool gelu);
 
+/* TF32 tensor cores for f32 matmuls on a GPU (on by default; ~1e-3 relative error, as PyTorch with
+ * allow_tf32). Off gives full fp32 products. Returns the previous setting (false in a build without CUDA). */
+bool cg_matmul_set_tf32(bool on);
+/* The GPU matmul's heuristic cache: lookups served from it and cuBLASLt heuristic queries made. */
+void cg_matmul_cuda_cache_stats(uint64_t *hits, uint64_t *misses);
+
 /* torch.gather: out[i][j][k] = x[index[i][j][k]][j][k] along axis; out has index's shape. */
 cg_status cg_gather_into(cg_tensor *out, const cg_tensor *x, int axis, const cg_tensor *index);
 /* torch.index_select: picks whole slices of x along axis by a 1-D index. */
