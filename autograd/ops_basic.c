@@ -510,7 +510,8 @@ cg_tensor *cg_gather(const cg_tensor *x, int axis, const cg_tensor *index) {
     CG_CHECK_ARG("gather", x);
     CG_CHECK_ARG("gather", index);
     int ax = cg_normalize_axis(axis, x->ndim);
-    cg_tensor *out = cg_new_output(x->device, CG_F32, index->ndim, index->shape);
+    /* the output keeps x's dtype on a GPU (bf16 moves as bf16); the CPU computes in f32 */
+    cg_tensor *out = cg_new_output(x->device, cg_ops_on_cuda(x) ? x->dtype : CG_F32, index->ndim, index->shape);
     if (!out) return NULL;
     CG_TRY(cg_gather_into(out, x, axis, index));
     cg_tensor *in[2] = {(cg_tensor *)x, (cg_tensor *)index};
@@ -542,7 +543,7 @@ cg_tensor *cg_index_select(const cg_tensor *x, int axis, const cg_tensor *index)
     int64_t shape[CG_MAX_DIMS];
     memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
     shape[ax] = index->shape[0];
-    cg_tensor *out = cg_new_output(x->device, CG_F32, x->ndim, shape);
+    cg_tensor *out = cg_new_output(x->device, cg_ops_on_cuda(x) ? x->dtype : CG_F32, x->ndim, shape);
     if (!out) return NULL;
     CG_TRY(cg_index_select_into(out, x, ax, index));
     cg_tensor *in[2] = {(cg_tensor *)x, (cg_tensor *)index};
@@ -573,7 +574,7 @@ cg_tensor *cg_embedding(const cg_tensor *weight, const cg_tensor *ids) {
     int64_t shape[CG_MAX_DIMS];
     memcpy(shape, ids->shape, sizeof(int64_t) * (size_t)ids->ndim);
     shape[ids->ndim] = weight->shape[1];
-    cg_tensor *out = cg_new_output(weight->device, CG_F32, ids->ndim + 1, shape);
+    cg_tensor *out = cg_new_output(weight->device, cg_ops_on_cuda(weight) ? weight->dtype : CG_F32, ids->ndim + 1, shape);
     if (!out) return NULL;
     CG_TRY(cg_embedding_into(out, weight, ids));
     cg_tensor *in[2] = {(cg_tensor *)weight, (cg_tensor *)ids};

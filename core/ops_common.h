@@ -100,6 +100,11 @@ void cg_ops_cuda_ew(const cg_ew_iter *it, const cg_tensor *const *ts, cg_cuda_ew
 /* Makes t's GPU current before a launch (ops run on their tensors' device); CG_ERR_UNSUPPORTED in a build
  * without CUDA, where no CUDA tensor can exist. */
 cg_status cg_ops_cuda_enter(const char *op, const cg_tensor *t);
+/* An index tensor (i32/i64) on ref's device: cg_ops_check_index for the CPU, the same rule on a GPU. */
+cg_status cg_ops_check_index_on(const char *op, const char *what, const cg_tensor *t, const cg_tensor *ref);
+/* The first entry of index (row-major) outside [0, limit): *pos = -1 when there is none. On a GPU this waits
+ * for the scan's answer. */
+cg_status cg_ops_find_bad_index(const cg_tensor *index, int64_t limit, int64_t *value, int64_t *pos);
 /* True when t lives on a GPU. */
 static inline bool cg_ops_on_cuda(const cg_tensor *t) { return t && t->device.type == CG_DEVICE_CUDA; }
 

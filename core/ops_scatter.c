@@ -43,9 +43,46 @@ static void put_add_run(void *ctx, int64_t n, char *const *p, const int64_t *s) 
     }
 }
 
+/* The GPU put-add: every dim but the axis is iterated by threads, each walking the axis in order. */
+static cg_status put_add_cuda(const char *op, cg_tensor *out, int ax, int ndim, const int64_t *shape,
+                              const cg_tensor *src, const int64_t *src_strides, const cg_tensor *index,
+                              const int64_t *index_strides) {
+    cg_status st = cg_ops_cuda_enter(op, out);
+    if (st != CG_OK) return st;
+    int64_t value, pos;
+    if ((st = cg_ops_find_bad_index(index, out->shape[ax], &value, &pos)) != CG_OK) return st;
+    if (pos >= 0) {
+        char d[CG_DESC_LEN];
+        return cg_set_error(CG_ERR_INVALID_ARG, "%s: index %lld is outside [0, %lld) for axis %d of out %s", op,
+                            (long long)value, (long long)out->shape[ax], ax, cg_tensor_desc(out, d, sizeof d));
+    }
+    int64_t rshape[CG_MAX_DIMS], rs[3][CG_MAX_DIMS];
+    int nd = 0;
+    for (int i = 0; i < ndim; i++) {
+        if (i == ax) continue;
+        rshape[nd] = shape[i];
+        rs[0][nd] = out->strides[i], rs[1][nd] = src_strides[i], rs[2][nd] = index_strides[i];
+        nd++;
+    }
+    cg_ew_operand ops[3] = {{cg_ops_data(out), 4, rs[0]},
+                            {cg_ops_data(src), (int64_t)cg_dtype_size(src->dtype), rs[1]},
+                            {cg_ops_data(index), (int64_t)cg_dtype_size(index->dtype), rs[2]}};
+    cg_ew_iter it;
+    cg_ew_iter_init(&it, nd, rshape, 3, ops);
+    const cg_tensor *ts[3] = {out, src, index};
+    cg_cuda_ew ew;
+    cg_ops_cuda_ew(&it, ts, &ew);
+#ifdef CG_HAVE_CUDA
+    return cg_cuda_put_add(&ew, shape[ax], out->strides[ax], src_strides[ax], index_strides[ax]);
+#else
+    return CG_ERR_UNSUPPORTED;
+#endif
+}
+
 /* dest[pos with the axis coordinate replaced by index] += src over the iteration shape (ndim, shape). */
 static cg_status put_add(const char *op, cg_tensor *out, int ax, int ndim, const int64_t *shape, const cg_tensor *src,
                          const int64_t *src_strides, const cg_tensor *index, const int64_t *index_strides) {
+    if (cg_ops_on_cuda(out)) return put_add_cuda(op, out, ax, ndim, shape, src, src_strides, index, index_strides);
     int64_t dst_strides[CG_MAX_DIMS];
     for (int i = 0; i < ndim; i++) dst_strides[i] = i == ax ? 0 : out->strides[i];
     cg_ew_operand ops[3] = {{cg_ops_data(out), 4, dst_strides},
@@ -67,9 +104,11 @@ static cg_status put_add(const char *op, cg_tensor *out, int ax, int ndim, const
 cg_status cg_scatter_add_into(cg_tensor *out, int axis, const cg_tensor *index, const cg_tensor *src) {
     cg_status st;
     char d[3][CG_DESC_LEN];
-    if ((st = cg_ops_check_f32("scatter_add", "out", out)) != CG_OK) return st;
-    if ((st = cg_ops_check_f32("scatter_add", "src", src)) != CG_OK) return st;
-    if ((st = cg_ops_check_index("scatter_add", "index", index)) != CG_OK) return st;
+    if ((st = cg_ops_check_float("scatter_add", "out", out)) != CG_OK) return st;
+    if (cg_ops_on_cuda(out) && out->dtype != CG_F32) return cg_set_error(CG_ERR_DTYPE, "scatter_add: out must be f32 (it accumulates)");
+    if ((st = cg_ops_check_float("scatter_add", "src", src)) != CG_OK) return st;
+    if ((st = cg_ops_check_same_device("scatter_add", out, "src", src)) != CG_OK) return st;
+    if ((st = cg_ops_check_index_on("scatter_add", "index", index, out)) != CG_OK) return st;
     if ((st = cg_ops_check_writable("scatter_add", out)) != CG_OK) return st;
     int ax = cg_normalize_axis(axis, out->ndim);
     if (ax < 0)
@@ -88,9 +127,11 @@ cg_status cg_scatter_add_into(cg_tensor *out, int axis, const cg_tensor *index, 
 cg_status cg_index_add_into(cg_tensor *out, int axis, const cg_tensor *index, const cg_tensor *src) {
     cg_status st;
     char d[3][CG_DESC_LEN];
-    if ((st = cg_ops_check_f32("index_add", "out", out)) != CG_OK) return st;
-    if ((st = cg_ops_check_f32("index_add", "src", src)) != CG_OK) return st;
-    if ((st = cg_ops_check_index("index_add", "index", index)) != CG_OK) return st;
+    if ((st = cg_ops_check_float("index_add", "out", out)) != CG_OK) return st;
+    if (cg_ops_on_cuda(out) && out->dtype != CG_F32) return cg_set_error(CG_ERR_DTYPE, "index_add: out must be f32 (it accumulates)");
+    if ((st = cg_ops_check_float("index_add", "src", src)) != CG_OK) return st;
+    if ((st = cg_ops_check_same_device("index_add", out, "src", src)) != CG_OK) return st;
+    if ((st = cg_ops_check_index_on("index_add", "index", index, out)) != CG_OK) return st;
     if ((st = cg_ops_check_writable("index_add", out)) != CG_OK) return st;
     int ax = cg_normalize_axis(axis, out->ndim);
     if (ax < 0)
@@ -110,9 +151,12 @@ cg_status cg_index_add_into(cg_tensor *out, int axis, const cg_tensor *index, co
 cg_status cg_embedding_backward_into(cg_tensor *grad_weight, const cg_tensor *ids, const cg_tensor *grad_out) {
     cg_status st;
     char d[3][CG_DESC_LEN];
-    if ((st = cg_ops_check_f32("embedding_backward", "grad_weight", grad_weight)) != CG_OK) return st;
-    if ((st = cg_ops_check_f32("embedding_backward", "grad_out", grad_out)) != CG_OK) return st;
-    if ((st = cg_ops_check_index("embedding_backward", "ids", ids)) != CG_OK) return st;
+    if ((st = cg_ops_check_float("embedding_backward", "grad_weight", grad_weight)) != CG_OK) return st;
+    if (cg_ops_on_cuda(grad_weight) && grad_weight->dtype != CG_F32)
+        return cg_set_error(CG_ERR_DTYPE, "embedding_backward: grad_weight must be f32 (it accumulates)");
+    if ((st = cg_ops_check_float("embedding_backward", "grad_out", grad_out)) != CG_OK) return st;
+    if ((st = cg_ops_check_same_device("embedding_backward", grad_weight, "grad_out", grad_out)) != CG_OK) return st;
+    if ((st = cg_ops_check_index_on("embedding_backward", "ids", ids, grad_weight)) != CG_OK) return st;
     bool fits = grad_weight->ndim == 2 && grad_out->ndim == ids->ndim + 1 &&
                 grad_out->shape[ids->ndim] == grad_weight->shape[1];
     for (int i = 0; fits && i < ids->ndim; i++) fits = grad_out->shape[i] == ids->shape[i];
@@ -127,6 +171,10 @@ cg_status cg_embedding_backward_into(cg_tensor *grad_weight, const cg_tensor *id
     const cg_tensor *go = cg_contiguous(grad_out), *id = cg_contiguous(ids);
     if (!go || !id) return cg_last_status();
     int64_t n = cg_numel(id), C = grad_weight->shape[1], V = grad_weight->shape[0];
+    if (cg_ops_on_cuda(grad_weight)) { /* an index_add of the rows over the flattened positions */
+        int64_t shape[2] = {n, C}, go_strides[2] = {C, 1}, ids_strides[2] = {1, 0};
+        return put_add_cuda("embedding_backward", grad_weight, 0, 2, shape, go, go_strides, id, ids_strides);
+    }
     const char *ids_p = cg_ops_data(id);
     int64_t ies = (int64_t)cg_dtype_size(id->dtype);
     for (int64_t i = 0; i < n; i++) {

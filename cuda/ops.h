@@ -57,29 +57,23 @@ cg_status cg_cuda_mul_add(float *out, const float *a, const float *b, int64_t n)
 cg_status cg_cuda_reduce(int op, void *out, int out_dtype, int64_t *argout, const void *x, int x_dtype,
                          int64_t outer, int64_t n, int64_t inner);
 
-/* ---- index ops (cuda/index.cu); x/out/src/weight dtypes f32 or bf16, index i32 or i64, all packed ---- */
-/* Viewing x as [outer, x_axis, inner] and index/out as [outer, idx_axis, inner]:
- * out[o, i, j] = x[o, index[o, i, j], j]. A bad index sets *bad (device flag, may be NULL) to 1 and
- * writes 0. */
-cg_status cg_cuda_gather(void *out, int out_dtype, const void *x, int x_dtype, const void *index, int index_dtype,
-                         int64_t outer, int64_t x_axis, int64_t idx_axis, int64_t inner, int *bad);
-/* out[o, i, j] = x[o, index[i], j] with index 1-D [idx_axis]. */
-cg_status cg_cuda_index_select(void *out, int out_dtype, const void *x, int x_dtype, const void *index,
-                               int index_dtype, int64_t outer, int64_t x_axis, int64_t idx_axis, int64_t inner,
-                               int *bad);
-/* Deterministic scatter-adds (no float atomics: each output element sums its contributions in index
- * order). out is f32 packed [outer, out_axis, inner], src [outer, src_axis, inner] (f32 or bf16).
- * gather_index (scatter_add: index [outer, idx_axis, inner], idx_axis <= src_axis) or select_index
- * (index_add: 1-D [src_axis]); exactly one is non-NULL. */
-cg_status cg_cuda_scatter_add(float *out, const void *src, int src_dtype, const void *index, int index_dtype,
-                              bool index_is_1d, int64_t outer, int64_t out_axis, int64_t src_axis,
-                              int64_t idx_axis, int64_t inner, int64_t src_axis_total, int *bad);
-/* Embedding backward: grad_weight [V, C] f32 += sum over positions n with ids[n] == v of grad_out[n, :],
- * summed in position order (deterministic). ids [N] i32/i64. Uses workspace: a sort of the positions by
- * id, done on the GPU. scratch must hold cg_cuda_embedding_backward_scratch(N, V) bytes. */
-size_t cg_cuda_embedding_backward_scratch(int64_t N, int64_t V);
-cg_status cg_cuda_embedding_backward(float *grad_weight, const void *ids, int ids_dtype, const void *grad_out,
-                                     int grad_dtype, int64_t N, int64_t V, int64_t C, void *scratch, int *bad);
+/* ---- index ops (cuda/index.cu) ---- */
+/* The first index (row-major position over the strided index tensor `it`, one operand, i32 or i64) outside
+ * [0, limit): *bad_pos = -1 when all are inside. scratch: 2 int64 of device memory. Waits for the answer
+ * (one small device-to-host copy), since the op must fail before it writes anything. */
+cg_status cg_cuda_find_bad_index(const cg_cuda_ew *it, int64_t limit, int64_t *scratch, int64_t *bad_pos,
+                                 int64_t *bad_value);
+/* out = src[index] (gather, index_select, embedding): operands 0 out, 1 src (stride 0 along the indexed
+ * axis), 2 index (i32/i64); the element at index id is src + id * axis_stride. Any element dtype (out and
+ * src the same). Indices were checked. */
+cg_status cg_cuda_take(const cg_cuda_ew *it, int64_t axis_stride);
+/* Accumulates along one axis (scatter_add, index_add, the embedding backward): over the iteration `it` of
+ * every dim but the axis (operands 0 out (f32), 1 src (f32 or bf16), 2 index (i32/i64)), one thread per
+ * position walks the axis in order: out[id * out_axis_stride] += src[i * src_axis_stride] with
+ * id = index[i * index_axis_stride], i < axis_len. Each output element is summed by one thread in the
+ * CPU's order: deterministic and equal to the CPU result. */
+cg_status cg_cuda_put_add(const cg_cuda_ew *it, int64_t axis_len, int64_t out_axis_stride, int64_t src_axis_stride,
+                          int64_t index_axis_stride);
 
 #ifdef __cplusplus
 }

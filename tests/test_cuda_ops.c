@@ -462,6 +462,118 @@ static void test_elementwise_autograd(void **state) {
     check_grad(gb, b, 1e-5, "db");
 }
 
+/* ------------------------------------------------------------------ index ops */
+
+/* Random i64 indices in [0, limit) of the shape. */
+static cg_tensor *rand_index(int nd, const int64_t *shape, int64_t limit, uint64_t seed, cg_dtype dt) {
+    cg_tensor *t = cg_tensor_empty(cpu_arena(), dt, nd, shape);
+    assert_non_null(t);
+    for (int64_t i = 0; i < cg_numel(t); i++) {
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        cg_set_flat(t, i, (double)(seed % (uint64_t)limit));
+    }
+    return t;
+}
+
+static cg_tensor *idx_gpu(const cg_tensor *t) {
+    cg_tensor *g = cg_tensor_clone(gpu_arena(), t);
+    assert_non_null(g);
+    return g;
+}
+
+static void test_gather_select_embedding(void **state) {
+    (void)state;
+    cg_test_require_gpu();
+    for (int di = 0; di < 2; di++) {
+        cg_dtype dt = di ? CG_BF16 : CG_F32;
+        /* gather along axis 1 of [6, 50, 7] with an index [6, 13, 5] */
+        int64_t xs[3] = {6, 50, 7}, is[3] = {6, 13, 5};
+        cg_tensor *x = rand_cpu(3, xs, 1, 1.0f, 0.0f, dt);
+        cg_tensor *idx = rand_index(3, is, 50, 3, CG_I64);
+        cg_tensor *ref = cg_tensor_empty(cpu_arena(), CG_F32, 3, is), *out = cg_tensor_empty(gpu_arena(), dt, 3, is);
+        assert_ok(cg_gather_into(ref, x, 1, idx));
+        assert_ok(cg_gather_into(out, to_gpu(x, dt), 1, idx_gpu(idx)));
+        assert_matches(out, ref, 0.0, "gather");
+        /* index_select of 9 slices along axis 0 (i32 index) */
+        int64_t n9[1] = {9}, os[3] = {9, 50, 7};
+        cg_tensor *sel = rand_index(1, n9, 6, 5, CG_I32);
+        ref = cg_tensor_empty(cpu_arena(), CG_F32, 3, os);
+        out = cg_tensor_empty(gpu_arena(), dt, 3, os);
+        assert_ok(cg_index_select_into(ref, x, 0, sel));
+        assert_ok(cg_index_select_into(out, to_gpu(x, dt), 0, idx_gpu(sel)));
+        assert_matches(out, ref, 0.0, "index_select");
+        /* embedding: weight [1000, 769], ids [4, 33] */
+        int64_t ws[2] = {1000, 769}, ids_s[2] = {4, 33}, es[3] = {4, 33, 769};
+        cg_tensor *w = rand_cpu(2, ws, 2, 1.0f, 0.0f, dt);
+        cg_tensor *ids = rand_index(2, ids_s, 1000, 9, CG_I32);
+        ref = cg_tensor_empty(cpu_arena(), CG_F32, 3, es);
+        out = cg_tensor_empty(gpu_arena(), dt, 3, es);
+        assert_ok(cg_embedding_into(ref, w, ids));
+        assert_ok(cg_embedding_into(out, to_gpu(w, dt), idx_gpu(ids)));
+        assert_matches(out, ref, 0.0, "embedding");
+        /* a bad id fails before anything is written, naming the id and its position */
+        cg_set_flat(ids, 40, 1000);
+        assert_int_equal(cg_embedding_into(out, to_gpu(w, dt), idx_gpu(ids)), CG_ERR_INVALID_ARG);
+        assert_error_contains("embedding: id 1000 at position 40 is outside [0, 1000)");
+    }
+}
+
+static void test_scatter_adds_and_concat(void **state) {
+    (void)state;
+    cg_test_require_gpu();
+    /* scatter_add along axis 0 with many repeats (the sums must equal the CPU's exactly: same order) */
+    int64_t os[2] = {5, 129}, ss[2] = {300, 129};
+    cg_tensor *src = rand_cpu(2, ss, 1, 1.0f, 0.0f, CG_F32);
+    cg_tensor *idx = rand_index(2, ss, 5, 2, CG_I64);
+    cg_tensor *ref = rand_cpu(2, os, 3, 1.0f, 0.0f, CG_F32);
+    cg_tensor *out = to_gpu(ref, CG_F32);
+    assert_ok(cg_scatter_add_into(ref, 0, idx, src));
+    assert_ok(cg_scatter_add_into(out, 0, idx_gpu(idx), to_gpu(src, CG_F32)));
+    assert_matches(out, ref, 0.0, "scatter_add");
+    /* index_add along axis 1 */
+    int64_t o2[3] = {3, 11, 17}, s2[3] = {3, 40, 17}, n40[1] = {40};
+    cg_tensor *src2 = rand_cpu(3, s2, 4, 1.0f, 0.0f, CG_BF16);
+    cg_tensor *sel = rand_index(1, n40, 11, 5, CG_I32);
+    ref = cg_tensor_zeros(cpu_arena(), CG_F32, 3, o2);
+    out = cg_tensor_zeros(gpu_arena(), CG_F32, 3, o2);
+    assert_ok(cg_index_add_into(ref, 1, sel, src2));
+    assert_ok(cg_index_add_into(out, 1, idx_gpu(sel), to_gpu(src2, CG_BF16)));
+    assert_matches(out, ref, 0.0, "index_add");
+    /* embedding backward: [V, C] += rows of grad_out by id, many repeats, bit-equal to the CPU */
+    int64_t gws[2] = {50, 96}, ids_s[2] = {8, 64}, gs[3] = {8, 64, 96};
+    cg_tensor *ids = rand_index(2, ids_s, 50, 7, CG_I64);
+    cg_tensor *g = rand_cpu(3, gs, 8, 1.0f, 0.0f, CG_F32);
+    ref = cg_tensor_zeros(cpu_arena(), CG_F32, 2, gws);
+    out = cg_tensor_zeros(gpu_arena(), CG_F32, 2, gws);
+    assert_ok(cg_embedding_backward_into(ref, ids, g));
+    assert_ok(cg_embedding_backward_into(out, idx_gpu(ids), to_gpu(g, CG_F32)));
+    assert_matches(out, ref, 0.0, "embedding_backward");
+    /* concat along the middle axis, one input strided */
+    int64_t a_s[3] = {4, 3, 9}, b_s[3] = {4, 5, 9}, bt_s[3] = {4, 9, 5}, c_s[3] = {4, 8, 9};
+    cg_tensor *a = rand_cpu(3, a_s, 1, 1.0f, 0.0f, CG_F32), *bt = rand_cpu(3, bt_s, 2, 1.0f, 0.0f, CG_F32);
+    (void)b_s;
+    const cg_tensor *xs[2] = {a, cg_view_transpose(bt, 1, 2)};
+    const cg_tensor *gxs[2] = {to_gpu(a, CG_F32), cg_view_transpose(to_gpu(bt, CG_F32), 1, 2)};
+    ref = cg_tensor_empty(cpu_arena(), CG_F32, 3, c_s);
+    out = cg_tensor_empty(gpu_arena(), CG_F32, 3, c_s);
+    assert_ok(cg_concat_into(ref, 2, xs, 1));
+    assert_ok(cg_concat_into(out, 2, gxs, 1));
+    assert_matches(out, ref, 0.0, "concat");
+}
+
+static void test_embedding_autograd(void **state) {
+    (void)state;
+    cg_test_require_gpu();
+    int64_t ws[2] = {97, 33}, ids_s[2] = {3, 20}, ys[3] = {3, 20, 33};
+    cg_tensor *w = cg_test_rand_tensor(2, ws, 1, 1.0f, 0.0f, true);
+    cg_tensor *gw = gpu_leaf(w, CG_F32);
+    cg_tensor *ids = rand_index(2, ids_s, 97, 4, CG_I32);
+    cg_tensor *r = cg_test_rand_tensor(3, ys, 5, 1.0f, 0.0f, false);
+    assert_ok(cg_backward(weighted_sum(cg_embedding(w, ids), r)));
+    assert_ok(cg_backward(weighted_sum(cg_embedding(gw, idx_gpu(ids)), to_gpu(r, CG_F32))));
+    check_grad(gw, w, 1e-6, "embedding dweight");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_binary_broadcast, cg_test_teardown),
@@ -474,6 +586,9 @@ int main(void) {
         cmocka_unit_test_teardown(test_matmul_epilogues, cg_test_teardown),
         cmocka_unit_test_teardown(test_linear_and_lora_autograd, cg_test_teardown),
         cmocka_unit_test_teardown(test_elementwise_autograd, cg_test_teardown),
+        cmocka_unit_test_teardown(test_gather_select_embedding, cg_test_teardown),
+        cmocka_unit_test_teardown(test_scatter_adds_and_concat, cg_test_teardown),
+        cmocka_unit_test_teardown(test_embedding_autograd, cg_test_teardown),
     };
     int rc = cmocka_run_group_tests_name("cuda_ops", tests, NULL, NULL);
     cg_shutdown();
