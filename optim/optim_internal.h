@@ -15,7 +15,8 @@ typedef struct cg_optim_param {
     int64_t numel;
     int64_t global_offset; /* index of its first element with all parameters laid end to end */
     float lr_mult, weight_decay;
-    float *state[CG_OPTIM_MAX_STATE];
+    float *state[CG_OPTIM_MAX_STATE]; /* on the optimizer's device */
+    cg_tensor *working;               /* bf16 working copy written after each update, or NULL */
 } cg_optim_param;
 
 typedef struct cg_optim_chunk {
@@ -32,9 +33,15 @@ struct cg_optimizer {
     int64_t total_elements;
     int64_t n_chunks;
     cg_optim_chunk *chunks;
-    double *chunk_sumsq; /* per chunk, in the arena */
+    double *chunk_sumsq; /* per chunk, host memory (the arena's on the CPU; malloc'd for a GPU optimizer) */
     int64_t *chunk_nonfinite;
-    cg_arena *arena;
+    cg_arena *arena;     /* on `device`: the state (and on a GPU the tables below) */
+    cg_device device;    /* where every parameter, gradient and state tensor lives */
+    /* GPU only: device tables for the fused kernels (cuda/optim.h), their host mirror (re-uploaded when a
+     * gradient pointer changes), and the per-chunk sums on the device */
+    void *cuda_params, *cuda_chunks, *host_params;
+    double *cuda_sumsq;
+    int64_t *cuda_nonfinite;
 };
 
 #endif

@@ -50,7 +50,10 @@ cg_status cg_optimizer_save_state(const cg_optimizer *o, void *buf) {
     for (int k = 0; k < o->n_state; k++) {
         for (int i = 0; i < o->n_params; i++) {
             size_t nb = (size_t)o->params[i].numel * sizeof(float);
-            if (nb) memcpy(p, o->params[i].state[k], nb);
+            if (nb) {
+                cg_status st = cg_device_memcpy(CG_CPU, p, o->device, o->params[i].state[k], nb);
+                if (st != CG_OK) return st;
+            }
             p += nb;
         }
     }
@@ -93,7 +96,10 @@ cg_status cg_optimizer_load_state(cg_optimizer *o, const void *buf, size_t n) {
     for (int k = 0; k < o->n_state; k++) {
         for (int i = 0; i < o->n_params; i++) {
             size_t nb = (size_t)o->params[i].numel * sizeof(float);
-            if (nb) memcpy(o->params[i].state[k], p, nb);
+            if (nb) {
+                cg_status st = cg_device_memcpy(o->device, o->params[i].state[k], CG_CPU, p, nb);
+                if (st != CG_OK) return st;
+            }
             p += nb;
         }
     }
