@@ -305,7 +305,7 @@ cg_tensor *cg_dropout(const cg_tensor *x, float p, cg_rng *rng) {
         cg_set_error(CG_ERR_INVALID_ARG, "dropout: p %g outside [0, 1)", (double)p);
         return NULL;
     }
-    if (!cg_check_f32_cpu("dropout", "x", x)) return NULL;
+    if (!cg_check_float("dropout", "x", x)) return NULL;
     if (p == 0.0f) return (cg_tensor *)x;
     if (!rng) {
         cg_set_error(CG_ERR_INVALID_ARG, "dropout: p %g needs an rng (NULL given)", (double)p);

@@ -13,6 +13,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/rng.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -74,6 +75,12 @@ cg_status cg_cuda_take(const cg_cuda_ew *it, int64_t axis_stride);
  * CPU's order: deterministic and equal to the CPU result. */
 cg_status cg_cuda_put_add(const cg_cuda_ew *it, int64_t axis_len, int64_t out_axis_stride, int64_t src_axis_stride,
                           int64_t index_axis_stride);
+
+/* ---- random fills (cuda/rng.cu) ---- */
+/* Fills the one operand of `it` (f32, i32, i64 or u8) with blocks offset, offset + 1, ... of Philox stream
+ * (seed, stream), value i at flat row-major position i, exactly as the CPU fill of core/rng.c. */
+cg_status cg_cuda_rng_fill(const cg_cuda_ew *it, const cg_rng_fill_params *p, uint64_t seed, uint64_t stream,
+                           uint64_t offset);
 
 #ifdef __cplusplus
 }

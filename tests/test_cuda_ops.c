@@ -574,6 +574,42 @@ static void test_embedding_autograd(void **state) {
     check_grad(gw, w, 1e-6, "embedding dweight");
 }
 
+/* ------------------------------------------------------------------ random fills */
+
+/* The GPU fill gives the CPU's stream: bit for bit for uniform, bernoulli and randint; normal up to libm's
+ * rounding of logf/sqrtf/cosf/sinf (a few ulp). Both generators advance alike. */
+static void test_rng_matches_cpu(void **state) {
+    (void)state;
+    cg_test_require_gpu();
+    int64_t sh[2] = {37, 1001}, tsh[2] = {1001, 37};
+    for (int kind = 0; kind < 5; kind++) {
+        cg_rng rc = cg_rng_fork(&(cg_rng){42, 0, 0}, 7), rg = rc;
+        cg_dtype dt = kind == 2 ? CG_I32 : kind == 3 ? CG_I64 : kind == 4 ? CG_U8 : CG_F32;
+        for (int strided = 0; strided < 2; strided++) {
+            cg_tensor *c = cg_tensor_empty(cpu_arena(), dt, 2, strided ? tsh : sh);
+            cg_tensor *g = cg_tensor_empty(gpu_arena(), dt, 2, strided ? tsh : sh);
+            cg_tensor *cv = strided ? cg_view_transpose(c, 0, 1) : c, *gv = strided ? cg_view_transpose(g, 0, 1) : g;
+            switch (kind) {
+            case 0: assert_ok(cg_rng_uniform(&rc, cv, -2.0f, 3.0f)); assert_ok(cg_rng_uniform(&rg, gv, -2.0f, 3.0f)); break;
+            case 1: assert_ok(cg_rng_normal(&rc, cv, 0.5f, 2.0f)); assert_ok(cg_rng_normal(&rg, gv, 0.5f, 2.0f)); break;
+            case 2: assert_ok(cg_rng_randint(&rc, cv, -5, 1000)); assert_ok(cg_rng_randint(&rg, gv, -5, 1000)); break;
+            case 3:
+                assert_ok(cg_rng_randint(&rc, cv, 0, (int64_t)1 << 40));
+                assert_ok(cg_rng_randint(&rg, gv, 0, (int64_t)1 << 40));
+                break;
+            default: assert_ok(cg_rng_bernoulli(&rc, cv, 0.3f)); assert_ok(cg_rng_bernoulli(&rg, gv, 0.3f)); break;
+            }
+            assert_int_equal(rc.offset, rg.offset);
+            cg_tensor *back = cg_tensor_clone(cpu_arena(), g);
+            if (kind == 1) {
+                for (int64_t i = 0; i < cg_numel(c); i++) assert_close(cg_get_flat(back, i), cg_get_flat(c, i), 1e-5, 1e-5);
+            } else {
+                assert_memory_equal(cg_data(back), cg_data(c), cg_nbytes(c));
+            }
+        }
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_binary_broadcast, cg_test_teardown),
@@ -589,6 +625,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_gather_select_embedding, cg_test_teardown),
         cmocka_unit_test_teardown(test_scatter_adds_and_concat, cg_test_teardown),
         cmocka_unit_test_teardown(test_embedding_autograd, cg_test_teardown),
+        cmocka_unit_test_teardown(test_rng_matches_cpu, cg_test_teardown),
     };
     int rc = cmocka_run_group_tests_name("cuda_ops", tests, NULL, NULL);
     cg_shutdown();
