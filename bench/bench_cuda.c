@@ -1,5 +1,5 @@
 /* CUDA kernel benchmarks of the core ops: device copy, broadcast add, cast, row reduction, bf16 matmuls
- * (cuBLASLt) and the fused AdamW update. Each line: kernel, shape, median time over the timed runs (CUDA
+ * (cuBLASLt) and the fused AdamW step (its gradient scan included). Each line: kernel, shape, median time over the timed runs (CUDA
  * events on the compute stream, after warm-up), achieved GB/s or TFLOP/s, and the fraction of the H200
  * ceiling (4.2 TB/s copy bandwidth, 790 TFLOP/s dense bf16). bench/torch_ref.py prints the same lines for
  * PyTorch on the same shapes.
@@ -140,6 +140,35 @@ static void bench_matmul(bool quick) {
     }
 }
 
+typedef struct adamw_bench {
+    cg_optimizer *opt;
+} adamw_bench;
+
+static cg_status run_adamw(void *c) { return cg_optimizer_step(((adamw_bench *)c)->opt, 1e-4f, NULL); }
+
+/* The fused AdamW step over 124M fp32 parameters (GPT-2 small): scan (norm, non-finite count) + update.
+ * Bytes: p, g, m, v read, p, m, v written. */
+static void bench_adamw(void) {
+    if (!selected("adamw")) return;
+    const int64_t n = 124000000;
+    int64_t sh[1] = {n};
+    cg_tensor *p = gpu_tensor(CG_F32, 1, sh, 0.01);
+    if (!p || cg_set_requires_grad(p, true) != CG_OK || cg_alloc_grad(p, cg_persistent_arena(CG_CUDA(0))) != CG_OK ||
+        cg_fill(p->grad, 1e-3) != CG_OK) {
+        printf("%-26s %-22s failed: %s\n", "adamw f32 fused", "124M params", cg_last_error());
+        return;
+    }
+    cg_optimizer_config cfg = cg_optimizer_config_default(CG_OPT_ADAMW);
+    cfg.weight_decay = 0.1f;
+    adamw_bench b = {NULL};
+    if (cg_optimizer_create(&cfg, 1, &p, &b.opt) != CG_OK) {
+        printf("%-26s %-22s failed: %s\n", "adamw f32 fused", "124M params", cg_last_error());
+        return;
+    }
+    report("adamw f32 fused", "124M params", time_us(run_adamw, &b), 7.0 * 4 * (double)n, 0);
+    cg_optimizer_free(b.opt);
+}
+
 int main(int argc, char **argv) {
     bool quick = false;
     for (int i = 1; i < argc; i++) {
@@ -155,6 +184,8 @@ int main(int argc, char **argv) {
     if (cg_cuda_rt_device_props(0, &p) == CG_OK)
         printf("bench_cuda on %s (%d SMs, %.0f GiB)\n", p.name, p.sm_count, (double)p.total_mem / (1 << 30));
     bench_bandwidth();
+    cg_arena_reset(cg_persistent_arena(CG_CUDA(0)));
+    bench_adamw();
     cg_arena_reset(cg_persistent_arena(CG_CUDA(0)));
     bench_matmul(quick);
     cg_shutdown();
