@@ -284,6 +284,12 @@ static cg_status matmul_cuda(cg_tensor *out, const cg_tensor *a, const cg_tensor
     }
     /* one dtype for A and B: bf16 when both are, else f32 (the bf16 one is widened, exactly) */
     cg_dtype ab = a->dtype == CG_BF16 && b->dtype == CG_BF16 ? CG_BF16 : CG_F32;
+    if (ab == CG_F32 && out->dtype == CG_BF16) { /* cuBLASLt has no f32 x f32 -> bf16: through an f32 result */
+        cg_tensor *tmp = cg_tensor_empty(cg_step_arena(out->device), CG_F32, out->ndim, out->shape);
+        if (!tmp || (beta != 0.0f && cg_copy(tmp, out) != CG_OK)) return cg_last_status();
+        st = matmul_cuda(tmp, a, b, trans_a, trans_b, alpha, beta, bias, gelu, nb, batch_shape, M, N, K);
+        return st == CG_OK ? cg_copy(out, tmp) : st;
+    }
     cg_cuda_matmul_args p;
     memset(&p, 0, sizeof p);
     p.M = M, p.N = N, p.K = K;

@@ -231,8 +231,11 @@ static cg_status reduce_cuda(cg_reduce_op op, cg_tensor *out, cg_tensor *argout,
     for (int i = 0; i < ax; i++) outer *= x->shape[i];
     for (int i = ax + 1; i < x->ndim; i++) inner *= x->shape[i];
 #ifdef CG_HAVE_CUDA
+    size_t scratch_bytes = cg_cuda_reduce_scratch_bytes(outer, n, inner);
+    void *scratch = scratch_bytes ? cg_arena_alloc(cg_step_arena(out->device), scratch_bytes, 64) : NULL;
+    if (scratch_bytes && !scratch) return cg_last_status();
     st = cg_cuda_reduce((int)op, cg_ops_data(o), o->dtype, arg ? (int64_t *)cg_ops_data(arg) : NULL, cg_ops_data(xc),
-                        xc->dtype, outer, n, inner);
+                        xc->dtype, outer, n, inner, scratch);
 #endif
     if (st == CG_OK && o != out) st = cg_copy(out, o);
     if (st == CG_OK && arg != argout) st = cg_copy(argout, arg);

@@ -54,13 +54,23 @@ __device__ __forceinline__ void store_any(void *p, int dt, int64_t i, double v) 
     }
 }
 
-/* Element offsets (in elements) of every operand for logical index i. */
+/* Element offsets (in elements) of every operand for logical index i. Below 2^32 elements the index is
+ * split with 32-bit divisions (several times cheaper than 64-bit ones); offsets stay 64-bit. */
 __device__ __forceinline__ void ew_offsets(const cg_cuda_ew &it, int64_t i, int64_t *off) {
     if (it.ndim == 1) {
         for (int k = 0; k < CG_CUDA_EW_MAX_OPS; k++) off[k] = i * it.strides[k][0];
         return;
     }
     for (int k = 0; k < CG_CUDA_EW_MAX_OPS; k++) off[k] = 0;
+    if (it.numel <= (int64_t)UINT32_MAX) {
+        uint32_t rest = (uint32_t)i;
+        for (int d = it.ndim - 1; d >= 0; d--) {
+            uint32_t n = (uint32_t)it.shape[d], idx = rest % n;
+            rest /= n;
+            for (int k = 0; k < CG_CUDA_EW_MAX_OPS; k++) off[k] += (int64_t)idx * it.strides[k][d];
+        }
+        return;
+    }
     int64_t rest = i;
     for (int d = it.ndim - 1; d >= 0; d--) {
         int64_t idx = rest % it.shape[d];

@@ -33,7 +33,8 @@ static bool g_tf32 = true;
 /* What an algorithm choice depends on: shapes, layouts, types, transposes, epilogue, pointer alignment. */
 typedef struct cache_key {
     int64_t M, N, K, batch, lda, ldb, ldc, stride_a, stride_b, stride_c;
-    int device, ab_dtype, c_dtype, epilogue, align;
+    int device, ab_dtype, c_dtype, epilogue;
+    uint32_t align_a, align_b, align_c, align_bias;
     bool trans_a, trans_b, tf32, beta_nonzero;
 } cache_key;
 
@@ -74,9 +75,12 @@ static cg_status lt_get(int device, lt_device **out) {
     return CG_OK;
 }
 
-static int alignment_of(const void *p) {
+/* The largest power of two (up to 256) the address is a multiple of: cuBLASLt assumes 256 unless told. */
+static uint32_t alignment_of(const void *p) {
     uintptr_t v = (uintptr_t)p;
-    return (v % 16 == 0) ? 16 : (v % 8 == 0) ? 8 : (v % 4 == 0) ? 4 : 2;
+    uint32_t a = 256;
+    while (a > 1 && v % a != 0) a /= 2;
+    return a;
 }
 
 static cudaDataType_t cuda_type(int dt) { return dt == CG_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
@@ -141,9 +145,8 @@ extern "C" cg_status cg_cuda_matmul(const cg_cuda_matmul_args *p) {
     key.lda = p->lda, key.ldb = p->ldb, key.ldc = p->ldc;
     key.stride_a = p->stride_a, key.stride_b = p->stride_b, key.stride_c = p->stride_c;
     key.device = device, key.ab_dtype = p->ab_dtype, key.c_dtype = p->c_dtype, key.epilogue = (int)p->epilogue;
-    int al = alignment_of(p->a), ab = alignment_of(p->b), ac = alignment_of(p->c);
-    key.align = al < ab ? (al < ac ? al : ac) : (ab < ac ? ab : ac);
-    if (p->bias && alignment_of(p->bias) < key.align) key.align = alignment_of(p->bias);
+    key.align_a = alignment_of(p->a), key.align_b = alignment_of(p->b), key.align_c = alignment_of(p->c);
+    key.align_bias = p->bias ? alignment_of(p->bias) : 0;
     key.trans_a = p->trans_a, key.trans_b = p->trans_b, key.tf32 = tf32, key.beta_nonzero = p->beta != 0.0f;
 
     cublasLtMatmulAlgo_t algo;
@@ -165,6 +168,14 @@ extern "C" cg_status cg_cuda_matmul(const cg_cuda_matmul_args *p) {
         if (s == CG_OK)
             s = lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws),
                          "workspace preference");
+        /* the real alignments (cuBLASLt's first operand is B, its second A) */
+        const cublasLtMatmulPreferenceAttributes_t align_attr[4] = {
+            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+        const uint32_t align_val[4] = {key.align_b, key.align_a, key.align_c, key.align_c};
+        for (int i = 0; s == CG_OK && i < 4; i++)
+            s = lt_check(cublasLtMatmulPreferenceSetAttribute(pref, align_attr[i], &align_val[i], sizeof align_val[i]),
+                         "alignment preference");
         if (s == CG_OK)
             s = lt_check(cublasLtMatmulAlgoGetHeuristic(dev->handle, desc, lb, la, lc, lc, pref, 1, &result, &returned),
                          "cublasLtMatmulAlgoGetHeuristic");

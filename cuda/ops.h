@@ -54,9 +54,12 @@ cg_status cg_cuda_mul_add(float *out, const float *a, const float *b, int64_t n)
 
 /* Reduction of packed x [outer, n, inner] (dtype x_dtype, f32 or bf16) over its middle dim into packed out
  * [outer, inner] (f32 or bf16); op is a cg_reduce_op; argout (i64, may be NULL) takes the first index of
- * the extreme for max/min. n >= 1. Accumulates in f32 (a tree per output, deterministic). */
+ * the extreme for max/min. n >= 1. Accumulates in f32 in a fixed order (deterministic). scratch (device
+ * memory of cg_cuda_reduce_scratch_bytes, 8-byte aligned; may be NULL, then one slower pass) holds the
+ * per-slice partials when the axis is split to fill the GPU. */
+size_t cg_cuda_reduce_scratch_bytes(int64_t outer, int64_t n, int64_t inner);
 cg_status cg_cuda_reduce(int op, void *out, int out_dtype, int64_t *argout, const void *x, int x_dtype,
-                         int64_t outer, int64_t n, int64_t inner);
+                         int64_t outer, int64_t n, int64_t inner, void *scratch);
 
 /* ---- index ops (cuda/index.cu) ---- */
 /* The first index (row-major position over the strided index tensor `it`, one operand, i32 or i64) outside

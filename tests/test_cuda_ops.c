@@ -209,6 +209,22 @@ static void test_reductions(void **state) {
             }
         }
     }
+    /* few long rows: the axis is cut into slices (two passes) */
+    int64_t lsh[2] = {3, 100003}, lo[1] = {3};
+    cg_tensor *lx = rand_cpu(2, lsh, 5, 1.0f, 0.0f, CG_F32);
+    for (int op = 0; op < CG_REDUCE_OP_COUNT; op++) {
+        bool ext = op == CG_REDUCE_MAX || op == CG_REDUCE_MIN;
+        cg_tensor *ref = cg_tensor_empty(cpu_arena(), CG_F32, 1, lo), *out = cg_tensor_empty(gpu_arena(), CG_F32, 1, lo);
+        cg_tensor *rarg = ext ? cg_tensor_empty(cpu_arena(), CG_I64, 1, lo) : NULL;
+        cg_tensor *garg = ext ? cg_tensor_empty(gpu_arena(), CG_I64, 1, lo) : NULL;
+        assert_ok(cg_reduce_into(op, ref, rarg, lx, 1, false));
+        assert_ok(cg_reduce_into(op, out, garg, to_gpu(lx, CG_F32), 1, false));
+        assert_matches(out, ref, ext ? 0.0 : 1e-4, cg_reduce_op_name(op));
+        if (ext) {
+            cg_tensor *ga = cg_tensor_clone(cpu_arena(), garg);
+            for (int i = 0; i < 3; i++) assert_int_equal((int64_t)cg_get_flat(ga, i), (int64_t)cg_get_flat(rarg, i));
+        }
+    }
     /* a strided input (transposed) and a dropped axis */
     int64_t sh[2] = {300, 70}, osh[1] = {300};
     cg_tensor *x = rand_cpu(2, sh, 3, 1.0f, 0.0f, CG_F32);
