@@ -7,6 +7,7 @@
  * thread count either. */
 #include <string.h>
 
+#include "core/context.h"
 #include "core/ops.h"
 #include "core/ops_common.h"
 
@@ -171,9 +172,20 @@ cg_status cg_embedding_backward_into(cg_tensor *grad_weight, const cg_tensor *id
     const cg_tensor *go = cg_contiguous(grad_out), *id = cg_contiguous(ids);
     if (!go || !id) return cg_last_status();
     int64_t n = cg_numel(id), C = grad_weight->shape[1], V = grad_weight->shape[0];
-    if (cg_ops_on_cuda(grad_weight)) { /* an index_add of the rows over the flattened positions */
-        int64_t shape[2] = {n, C}, go_strides[2] = {C, 1}, ids_strides[2] = {1, 0};
-        return put_add_cuda("embedding_backward", grad_weight, 0, 2, shape, go, go_strides, id, ids_strides);
+    if (cg_ops_on_cuda(grad_weight)) { /* sorted by id on the GPU, then summed per id in position order */
+        if ((st = cg_ops_cuda_enter("embedding_backward", grad_weight)) != CG_OK) return st;
+        int64_t value, pos;
+        if ((st = cg_ops_find_bad_index(id, V, &value, &pos)) != CG_OK) return st;
+        if (pos >= 0)
+            return cg_set_error(CG_ERR_INVALID_ARG, "embedding_backward: id %lld at position %lld is outside [0, %lld)",
+                                (long long)value, (long long)pos, (long long)V);
+#ifdef CG_HAVE_CUDA
+        size_t bytes = cg_cuda_embedding_backward_scratch(n, V);
+        void *scratch = bytes ? cg_arena_alloc(cg_step_arena(grad_weight->device), bytes, 256) : NULL;
+        if (bytes && !scratch) return cg_last_status();
+        return cg_cuda_embedding_backward((float *)cg_ops_data(grad_weight), cg_ops_data(id), id->dtype, cg_ops_data(go),
+                                          go->dtype, n, V, C, scratch);
+#endif
     }
     const char *ids_p = cg_ops_data(id);
     int64_t ies = (int64_t)cg_dtype_size(id->dtype);
