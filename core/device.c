@@ -58,6 +58,10 @@ int cg_cuda_device_count(void) {
 cg_status cg_cuda_set_device(int index) {
     if (!cg_cuda_compiled()) return cg_set_error(CG_ERR_UNSUPPORTED, "cuda_set_device: cgrad was built without CUDA");
 #ifdef CG_HAVE_CUDA
+    int n = cg_cuda_device_count();
+    if (index < 0 || index >= n)
+        return cg_set_error(CG_ERR_DEVICE, "cuda_set_device: cuda:%d does not exist (%d CUDA device%s found)", index, n,
+                            n == 1 ? "" : "s");
     return cg_cuda_rt_set_device(index);
 #else
     (void)index;

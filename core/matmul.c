@@ -241,7 +241,7 @@ static bool flat_batch_stride(const int64_t *strides, int nb, const int64_t *bat
 /* One operand for cuBLASLt: the layout of its matrices (trans flag and ld as for cg_sgemm), a single batch
  * stride, and one dtype. Copies (on the GPU) where the strides or dtype need it. */
 static cg_status cuda_operand(const cg_tensor *t, bool trans, cg_dtype dtype, int nb, const int64_t *batch_shape,
-                              const void **data, bool *trans_out, int64_t *ld, int64_t *stride) {
+                              bool full_batch, const void **data, bool *trans_out, int64_t *ld, int64_t *stride) {
     if (t->dtype != dtype) {
         t = cg_tensor_to(cg_step_arena(t->device), t, dtype);
         if (!t) return cg_error_context("matmul: converting an operand: ");
@@ -249,8 +249,9 @@ static cg_status cuda_operand(const cg_tensor *t, bool trans, cg_dtype dtype, in
     matrix_operand op;
     cg_status st = prepare_operand(t, trans, nb, &op);
     if (st != CG_OK) return st;
-    if (!flat_batch_stride(op.batch_strides, nb, batch_shape, stride)) {
-        /* e.g. broadcast along an outer batch dim only: materialise the full batch */
+    if (!flat_batch_stride(op.batch_strides, nb, batch_shape, stride) || (full_batch && *stride == 0)) {
+        /* e.g. broadcast along an outer batch dim only, or shared by the whole batch where a zero batch stride
+         * is not wanted: materialise the full batch */
         int64_t shape[CG_MAX_DIMS];
         for (int d = 0; d < nb; d++) shape[d] = batch_shape[d];
         shape[nb] = t->shape[t->ndim - 2], shape[nb + 1] = t->shape[t->ndim - 1];
@@ -297,8 +298,10 @@ static cg_status matmul_cuda(cg_tensor *out, const cg_tensor *a, const cg_tensor
     for (int d = 0; d < nb; d++) p.batch *= batch_shape[d];
     p.ab_dtype = ab, p.c_dtype = out->dtype;
     p.alpha = alpha, p.beta = beta;
-    if ((st = cuda_operand(a, trans_a, ab, nb, batch_shape, &p.a, &p.trans_a, &p.lda, &p.stride_a)) != CG_OK) return st;
-    if ((st = cuda_operand(b, trans_b, ab, nb, batch_shape, &p.b, &p.trans_b, &p.ldb, &p.stride_b)) != CG_OK) return st;
+    if ((st = cuda_operand(a, trans_a, ab, nb, batch_shape, false, &p.a, &p.trans_a, &p.lda, &p.stride_a)) != CG_OK)
+        return st;
+    if ((st = cuda_operand(b, trans_b, ab, nb, batch_shape, false, &p.b, &p.trans_b, &p.ldb, &p.stride_b)) != CG_OK)
+        return st;
     /* out: written in place when its rows have unit stride and its batch follows one stride, else through
      * a packed temporary */
     cg_tensor *c = out;
@@ -319,6 +322,21 @@ static cg_status matmul_cuda(cg_tensor *out, const cg_tensor *a, const cg_tensor
         if (!bp) return cg_last_status();
         p.bias = cg_data(bp);
     }
+    /* B shared by the whole batch and A's and C's matrices stacked row after row: one matmul of batch * M
+     * rows (the x [B, T, C] @ W case), which is faster and needs no zero batch stride */
+    if (p.batch > 1 && p.stride_b == 0 && !p.trans_a && p.stride_a == M * p.lda && p.stride_c == M * p.ldc &&
+        (M == 1 ? p.lda == K && p.ldc == N : true)) {
+        p.M = M * p.batch;
+        p.batch = 1;
+        p.stride_a = p.stride_c = 0;
+    }
+    /* any other operand shared by a batch is materialised: cuBLASLt's batches are kept to nonzero strides */
+    if (p.batch > 1 && p.stride_a == 0 &&
+        (st = cuda_operand(a, trans_a, ab, nb, batch_shape, true, &p.a, &p.trans_a, &p.lda, &p.stride_a)) != CG_OK)
+        return st;
+    if (p.batch > 1 && p.stride_b == 0 &&
+        (st = cuda_operand(b, trans_b, ab, nb, batch_shape, true, &p.b, &p.trans_b, &p.ldb, &p.stride_b)) != CG_OK)
+        return st;
     p.epilogue = bias ? (gelu ? CG_CUDA_EPILOGUE_GELU_BIAS : CG_CUDA_EPILOGUE_BIAS)
                       : (gelu ? CG_CUDA_EPILOGUE_GELU : CG_CUDA_EPILOGUE_NONE);
 #ifdef CG_HAVE_CUDA

@@ -36,7 +36,8 @@ typedef struct cg_cuda_props {
 } cg_cuda_props;
 cg_status cg_cuda_rt_device_props(int device, cg_cuda_props *out);
 
-/* Makes `device` current for this thread (kernels and streams follow the current device). */
+/* Makes `device` current for this thread (kernels and streams follow the current device). The caller has
+ * checked that it exists (core/device.c's cg_cuda_set_device does, against the cached count). */
 cg_status cg_cuda_rt_set_device(int device);
 /* The current device, or -1 when it cannot be read. */
 int cg_cuda_rt_current_device(void);
