@@ -3,89 +3,8 @@
  * offset comes from the element's logical index and the operand's strides, so any view (transposed,
  * sliced, expanded) is read in place. Float operands load as f32 whatever their storage (f32 or bf16) and
  * the math matches the CPU kernels of core/ops_elementwise.c expression for expression. */
-#include <cuda_fp16.h>
-
 #include "core/ops.h"
-#include "cuda/common.cuh"
-#include "cuda/ops.h"
-
-#define EW_THREADS 256
-#define EW_MAX_BLOCKS (1 << 20)
-
-/* ------------------------------------------------------------------ loads and stores by dtype */
-
-__device__ __forceinline__ float load_float(const void *p, int dt, int64_t i) {
-    if (dt == CG_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
-    return ((const float *)p)[i];
-}
-
-__device__ __forceinline__ void store_float(void *p, int dt, int64_t i, float v) {
-    if (dt == CG_BF16) ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
-    else ((float *)p)[i] = v;
-}
-
-/* Any dtype as double, and back with the CPU's rules (float to integer saturates, NaN becomes 0). */
-__device__ __forceinline__ double load_any(const void *p, int dt, int64_t i) {
-    switch (dt) {
-    case CG_F32: return ((const float *)p)[i];
-    case CG_BF16: return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
-    case CG_F16: return __half2float(((const __half *)p)[i]);
-    case CG_I32: return ((const int32_t *)p)[i];
-    case CG_I64: return (double)((const int64_t *)p)[i];
-    case CG_U8: return ((const uint8_t *)p)[i];
-    default: return 0.0;
-    }
-}
-
-__device__ __forceinline__ double saturate(double v, double lo, double hi) {
-    if (v != v) return 0.0;
-    return v < lo ? lo : v > hi ? hi : v;
-}
-
-__device__ __forceinline__ void store_any(void *p, int dt, int64_t i, double v) {
-    switch (dt) {
-    case CG_F32: ((float *)p)[i] = (float)v; break;
-    case CG_BF16: ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn((float)v); break;
-    case CG_F16: ((__half *)p)[i] = __float2half_rn((float)v); break;
-    case CG_I32: ((int32_t *)p)[i] = (int32_t)saturate(v, -2147483648.0, 2147483647.0); break;
-    case CG_I64: ((int64_t *)p)[i] = (int64_t)saturate(v, -9223372036854775808.0, 9223372036854774784.0); break;
-    case CG_U8: ((uint8_t *)p)[i] = (uint8_t)saturate(v, 0.0, 255.0); break;
-    default: break;
-    }
-}
-
-/* Element offsets (in elements) of every operand for logical index i. Below 2^32 elements the index is
- * split with 32-bit divisions (several times cheaper than 64-bit ones); offsets stay 64-bit. */
-__device__ __forceinline__ void ew_offsets(const cg_cuda_ew &it, int64_t i, int64_t *off) {
-    if (it.ndim == 1) {
-        for (int k = 0; k < CG_CUDA_EW_MAX_OPS; k++) off[k] = i * it.strides[k][0];
-        return;
-    }
-    for (int k = 0; k < CG_CUDA_EW_MAX_OPS; k++) off[k] = 0;
-    if (it.numel <= (int64_t)UINT32_MAX) {
-        uint32_t rest = (uint32_t)i;
-        for (int d = it.ndim - 1; d >= 0; d--) {
-            uint32_t n = (uint32_t)it.shape[d], idx = rest % n;
-            rest /= n;
-            for (int k = 0; k < CG_CUDA_EW_MAX_OPS; k++) off[k] += (int64_t)idx * it.strides[k][d];
-        }
-        return;
-    }
-    int64_t rest = i;
-    for (int d = it.ndim - 1; d >= 0; d--) {
-        int64_t idx = rest % it.shape[d];
-        rest /= it.shape[d];
-        for (int k = 0; k < CG_CUDA_EW_MAX_OPS; k++) off[k] += idx * it.strides[k][d];
-    }
-}
-
-static unsigned ew_blocks(int64_t n) {
-    unsigned b = cg_cuda_blocks(n, EW_THREADS);
-    return b > EW_MAX_BLOCKS ? EW_MAX_BLOCKS : b;
-}
-
-#define GRID_STRIDE_LOOP(i, n)                                                                           \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
+#include "cuda/ew.cuh"
 
 /* ------------------------------------------------------------------ the scalar functions (as the CPU) */
 
@@ -180,39 +99,6 @@ __global__ void where_kernel(cg_cuda_ew it) {
     }
 }
 
-/* Same dtype: a plain element move of T (a type of the element's size). */
-template <typename T> __global__ void copy_same_kernel(cg_cuda_ew it) {
-    GRID_STRIDE_LOOP(i, it.numel) {
-        int64_t off[CG_CUDA_EW_MAX_OPS];
-        ew_offsets(it, i, off);
-        ((T *)it.data[0])[off[0]] = ((const T *)it.data[1])[off[1]];
-    }
-}
-
-__global__ void copy_f32_bf16_kernel(cg_cuda_ew it) {
-    GRID_STRIDE_LOOP(i, it.numel) {
-        int64_t off[CG_CUDA_EW_MAX_OPS];
-        ew_offsets(it, i, off);
-        store_float(it.data[0], it.dtype[0], off[0], load_float(it.data[1], it.dtype[1], off[1]));
-    }
-}
-
-__global__ void copy_convert_kernel(cg_cuda_ew it) {
-    GRID_STRIDE_LOOP(i, it.numel) {
-        int64_t off[CG_CUDA_EW_MAX_OPS];
-        ew_offsets(it, i, off);
-        store_any(it.data[0], it.dtype[0], off[0], load_any(it.data[1], it.dtype[1], off[1]));
-    }
-}
-
-__global__ void fill_kernel(cg_cuda_ew it, double value) {
-    GRID_STRIDE_LOOP(i, it.numel) {
-        int64_t off[CG_CUDA_EW_MAX_OPS];
-        ew_offsets(it, i, off);
-        store_any(it.data[0], it.dtype[0], off[0], value);
-    }
-}
-
 __global__ void gelu_backward_kernel(float *dpre, const float *pre, const float *dy, int64_t n) {
     const float K = 0.7978845608028654f, C = 0.044715f; /* as cg_cpu_gelu_backward */
     GRID_STRIDE_LOOP(i, n) {
@@ -280,32 +166,6 @@ extern "C" cg_status cg_cuda_where(const cg_cuda_ew *it) {
     if (it->numel == 0) return CG_OK;
     where_kernel<<<ew_blocks(it->numel), EW_THREADS, 0, stream()>>>(*it);
     return cg_cuda_check_launch("where");
-}
-
-extern "C" cg_status cg_cuda_copy(const cg_cuda_ew *it) {
-    if (it->numel == 0) return CG_OK;
-    unsigned blocks = ew_blocks(it->numel);
-    int dd = it->dtype[0], sd = it->dtype[1];
-    if (dd == sd) {
-        switch (cg_dtype_size((cg_dtype)dd)) {
-        case 1: copy_same_kernel<uint8_t><<<blocks, EW_THREADS, 0, stream()>>>(*it); break;
-        case 2: copy_same_kernel<uint16_t><<<blocks, EW_THREADS, 0, stream()>>>(*it); break;
-        case 4: copy_same_kernel<uint32_t><<<blocks, EW_THREADS, 0, stream()>>>(*it); break;
-        case 8: copy_same_kernel<uint64_t><<<blocks, EW_THREADS, 0, stream()>>>(*it); break;
-        default: return cg_set_error(CG_ERR_DTYPE, "copy: unknown dtype %d", dd);
-        }
-    } else if ((dd == CG_F32 || dd == CG_BF16) && (sd == CG_F32 || sd == CG_BF16)) {
-        copy_f32_bf16_kernel<<<blocks, EW_THREADS, 0, stream()>>>(*it);
-    } else {
-        copy_convert_kernel<<<blocks, EW_THREADS, 0, stream()>>>(*it);
-    }
-    return cg_cuda_check_launch("copy");
-}
-
-extern "C" cg_status cg_cuda_fill(const cg_cuda_ew *it, double value) {
-    if (it->numel == 0) return CG_OK;
-    fill_kernel<<<ew_blocks(it->numel), EW_THREADS, 0, stream()>>>(*it, value);
-    return cg_cuda_check_launch("fill");
 }
 
 extern "C" cg_status cg_cuda_gelu_tanh_backward(float *dpre, const float *pre, const float *dy, int64_t n) {

@@ -1,40 +1,22 @@
 /* Index kernels: the bad-index scan, the take kernel behind gather / index_select / embedding, and the
  * deterministic put-add behind scatter_add / index_add / the embedding backward. They run on the strided
  * iteration of cuda/ops.h, as their CPU counterparts in core/ops_index.c and core/ops_scatter.c do. */
-#include "cuda/common.cuh"
-#include "cuda/ops.h"
+#include "cuda/ew.cuh"
 
-#define THREADS 256
-#define MAX_BLOCKS (1 << 20)
-
-#define GRID_STRIDE_LOOP(i, n)                                                                           \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (int64_t)gridDim.x * blockDim.x)
-
-__device__ __forceinline__ void offsets(const cg_cuda_ew &it, int64_t i, int64_t *off) {
-    for (int k = 0; k < CG_CUDA_EW_MAX_OPS; k++) off[k] = 0;
-    int64_t rest = i;
-    for (int d = it.ndim - 1; d >= 0; d--) {
-        int64_t idx = rest % it.shape[d];
-        rest /= it.shape[d];
-        for (int k = 0; k < CG_CUDA_EW_MAX_OPS; k++) off[k] += idx * it.strides[k][d];
-    }
-}
+#define THREADS EW_THREADS
 
 __device__ __forceinline__ int64_t load_index(const void *p, int dt, int64_t i) {
     return dt == CG_I64 ? ((const int64_t *)p)[i] : (int64_t)((const int32_t *)p)[i];
 }
 
-static unsigned blocks_for(int64_t n) {
-    unsigned b = cg_cuda_blocks(n, THREADS);
-    return b > MAX_BLOCKS ? MAX_BLOCKS : b;
-}
+static unsigned blocks_for(int64_t n) { return ew_blocks(n); }
 
 /* ------------------------------------------------------------------ the bad-index scan */
 
 __global__ void find_bad_kernel(cg_cuda_ew it, int64_t limit, unsigned long long *first) {
     GRID_STRIDE_LOOP(i, it.numel) {
         int64_t off[CG_CUDA_EW_MAX_OPS];
-        offsets(it, i, off);
+        ew_offsets(it, i, off);
         int64_t v = load_index(it.data[0], it.dtype[0], off[0]);
         if (v < 0 || v >= limit) atomicMin(first, (unsigned long long)i);
     }
@@ -43,7 +25,7 @@ __global__ void find_bad_kernel(cg_cuda_ew it, int64_t limit, unsigned long long
 __global__ void read_index_kernel(cg_cuda_ew it, const unsigned long long *first, int64_t *value) {
     if (*first == ~0ull) return;
     int64_t off[CG_CUDA_EW_MAX_OPS];
-    offsets(it, (int64_t)*first, off);
+    ew_offsets(it, (int64_t)*first, off);
     *value = load_index(it.data[0], it.dtype[0], off[0]);
 }
 
@@ -75,7 +57,7 @@ extern "C" cg_status cg_cuda_find_bad_index(const cg_cuda_ew *it, int64_t limit,
 template <typename T> __global__ void take_kernel(cg_cuda_ew it, int64_t axis_stride) {
     GRID_STRIDE_LOOP(i, it.numel) {
         int64_t off[CG_CUDA_EW_MAX_OPS];
-        offsets(it, i, off);
+        ew_offsets(it, i, off);
         int64_t id = load_index(it.data[2], it.dtype[2], off[2]);
         ((T *)it.data[0])[off[0]] = ((const T *)it.data[1])[off[1] + id * axis_stride];
     }
@@ -101,7 +83,7 @@ __global__ void put_add_kernel(cg_cuda_ew it, int64_t axis_len, int64_t out_axis
                                int64_t index_axis_stride) {
     GRID_STRIDE_LOOP(t, it.numel) {
         int64_t off[CG_CUDA_EW_MAX_OPS];
-        offsets(it, t, off);
+        ew_offsets(it, t, off);
         float *out = (float *)it.data[0] + off[0];
         const bool src_bf16 = it.dtype[1] == CG_BF16;
         for (int64_t i = 0; i < axis_len; i++) {

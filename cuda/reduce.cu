@@ -9,21 +9,11 @@
  * row), the reduced axis is cut into S slices: pass 1 writes a partial (value, index) per slice and output,
  * pass 2 folds the S partials of each output in slice order. Still a fixed order: deterministic. */
 #include "core/ops.h"
-#include "cuda/common.cuh"
-#include "cuda/ops.h"
+#include "cuda/ew.cuh"
 
 #define ROW_THREADS 256
 #define COL_X 32
 #define COL_Y 8
-
-__device__ __forceinline__ float load_f(const void *p, int dt, int64_t i) {
-    if (dt == CG_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
-    return ((const float *)p)[i];
-}
-__device__ __forceinline__ void store_f(void *p, int dt, int64_t i, float v) {
-    if (dt == CG_BF16) ((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
-    else ((float *)p)[i] = v;
-}
 
 /* A partial extreme: the value and its index along the axis. */
 struct extreme {
@@ -58,7 +48,7 @@ __device__ __forceinline__ void reduce_store(int op, const reduce_dst &d, int64_
         d.part_val[s * n_outputs + out_index] = v;
         d.part_idx[s * n_outputs + out_index] = idx;
     } else {
-        store_f(d.out, d.out_dt, out_index, finish(op, v, d.n));
+        store_float(d.out, d.out_dt, out_index, finish(op, v, d.n));
         if (d.argout) d.argout[out_index] = idx;
     }
 }
@@ -76,7 +66,7 @@ __global__ void reduce_rows_kernel(int op, reduce_dst dst, const void *x, int x_
         float acc = 0.0f;
         extreme e = {0.0f, -1};
         for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
-            float v = load_f(x, x_dt, base + j);
+            float v = load_float(x, x_dt, base + j);
             if (is_sum) {
                 acc += v;
             } else {
@@ -123,7 +113,7 @@ __global__ void reduce_cols_kernel(int op, reduce_dst dst, const void *x, int x_
         if (j < inner) {
             const int64_t base = o * n * inner + j;
             for (int64_t r = begin + threadIdx.y; r < end; r += COL_Y) {
-                float v = load_f(x, x_dt, base + r * inner);
+                float v = load_float(x, x_dt, base + r * inner);
                 if (is_sum) {
                     acc += v;
                 } else {
@@ -168,7 +158,7 @@ __global__ void reduce_fold_kernel(int op, reduce_dst dst, int64_t n_outputs) {
                 if (best.i < 0 || better(is_max, c, best)) best = c;
             }
         }
-        store_f(dst.out, dst.out_dt, k, finish(op, is_sum ? acc : best.v, dst.n));
+        store_float(dst.out, dst.out_dt, k, finish(op, is_sum ? acc : best.v, dst.n));
         if (dst.argout) dst.argout[k] = best.i;
     }
 }

@@ -1,8 +1,7 @@
 /* Philox tensor fills on the GPU: one thread per Philox block computes that block's values with the same
  * header-only code as the CPU (core/rng.h) and stores them at their flat row-major positions. */
 #include "core/rng.h"
-#include "cuda/common.cuh"
-#include "cuda/ops.h"
+#include "cuda/ew.cuh"
 
 #define THREADS 256
 
@@ -18,11 +17,9 @@ __global__ void rng_fill_kernel(cg_cuda_ew it, cg_rng_fill_params p, uint64_t se
         for (int j = 0; j < per_block; j++) {
             int64_t i = b * per_block + j;
             if (i >= it.numel) break;
-            int64_t off = 0, rest = i;
-            for (int d = it.ndim - 1; d >= 0; d--) {
-                off += (rest % it.shape[d]) * it.strides[0][d];
-                rest /= it.shape[d];
-            }
+            int64_t offs[CG_CUDA_EW_MAX_OPS];
+            ew_offsets(it, i, offs);
+            const int64_t off = offs[0];
             switch (it.dtype[0]) {
             case CG_F32: ((float *)it.data[0])[off] = fv[j]; break;
             case CG_I32: ((int32_t *)it.data[0])[off] = (int32_t)iv[j]; break;
