@@ -1,4 +1,5 @@
-/* Elementwise kernels: binary ops with broadcasting, the unary family, where, strided copy/cast and fill,
+/* Elementwise kernels: binary ops with broadcasting, the unary family, where, and the linear layer's GELU
+ * backward and mul-add pieces,
  * over the strided iteration of cuda/ops.h. One thread per output element (grid-stride); each operand's
  * offset comes from the element's logical index and the operand's strides, so any view (transposed,
  * sliced, expanded) is read in place. Float operands load as f32 whatever their storage (f32 or bf16) and

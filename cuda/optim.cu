@@ -9,6 +9,13 @@
 
 #define THREADS 256
 
+/* Each operation rounded on its own, as the CPU loop computes it (the compiler would otherwise fuse a*b+c
+ * into one FMA): the GPU update then equals the CPU's bit for bit, given the same clip coefficient. */
+#define MUL(a, b) __fmul_rn((a), (b))
+#define ADD(a, b) __fadd_rn((a), (b))
+#define SUB(a, b) __fsub_rn((a), (b))
+#define DIV(a, b) __fdiv_rn((a), (b))
+
 __global__ void optim_scan_kernel(const cg_cuda_optim_param *params, const cg_cuda_optim_chunk *chunks,
                                   double *chunk_sumsq, int64_t *chunk_nonfinite) {
     __shared__ double s_sum[THREADS];
@@ -47,14 +54,14 @@ __global__ void optim_update_kernel(const cg_cuda_optim_param *params, const cg_
     if (!p.g) return;
     /* the per-parameter scalars, in double as on the CPU */
     const double lr_eff = k.lr * (double)p.lr_mult;
-    const float decay = (float)(1.0 - lr_eff * (double)p.weight_decay);
+    const float decay = (float)__dsub_rn(1.0, __dmul_rn(lr_eff, (double)p.weight_decay)); /* no DFMA: as the CPU */
     const bool decays = p.weight_decay != 0.0f;
     const float lr_f = (float)lr_eff;
     const float step_size = k.kind == CG_OPT_ADAMW ? (float)(lr_eff / k.bias_correction1) : 0.0f;
     const float bc2_sqrt = k.kind == CG_OPT_ADAMW ? (float)k.bias_correction2_sqrt : 1.0f;
     for (int64_t i = c.start + threadIdx.x; i < c.start + c.len; i += blockDim.x) {
         float gi = p.g[i];
-        if (k.clip != 1.0f) gi *= k.clip;
+        if (k.clip != 1.0f) gi = MUL(gi, k.clip);
         if (k.noise_std > 0.0f) {
             uint64_t j = (uint64_t)(p.global_offset + i);
             uint32_t words[4];
@@ -62,36 +69,36 @@ __global__ void optim_update_kernel(const cg_cuda_optim_param *params, const cg_
             float z[4];
             cg_rng_box_muller(words[0], words[1], &z[0], &z[1]);
             cg_rng_box_muller(words[2], words[3], &z[2], &z[3]);
-            gi += k.noise_std * z[j & 3];
+            gi = ADD(gi, MUL(k.noise_std, z[j & 3]));
         }
         float wi = p.w[i];
-        if (decays) wi *= decay;
+        if (decays) wi = MUL(wi, decay);
         switch (k.kind) {
         case CG_OPT_SGD: {
             float d = gi;
             if (p.s0) {
-                float b = k.momentum * p.s0[i] + gi;
+                float b = ADD(MUL(k.momentum, p.s0[i]), gi);
                 p.s0[i] = b;
-                d = k.nesterov ? gi + k.momentum * b : b;
+                d = k.nesterov ? ADD(gi, MUL(k.momentum, b)) : b;
             }
-            wi -= lr_f * d;
+            wi = SUB(wi, MUL(lr_f, d));
             break;
         }
         case CG_OPT_ADAMW: {
-            float m = k.b1 * p.s0[i] + k.one_minus_b1 * gi;
-            float v = k.b2 * p.s1[i] + k.one_minus_b2 * gi * gi;
+            float m = ADD(MUL(k.b1, p.s0[i]), MUL(k.one_minus_b1, gi));
+            float v = ADD(MUL(k.b2, p.s1[i]), MUL(MUL(k.one_minus_b2, gi), gi));
             p.s0[i] = m;
             p.s1[i] = v;
-            float denom = sqrtf(v) / bc2_sqrt + k.eps;
-            wi -= step_size * (m / denom);
+            float denom = ADD(DIV(__fsqrt_rn(v), bc2_sqrt), k.eps);
+            wi = SUB(wi, MUL(step_size, DIV(m, denom)));
             break;
         }
         case CG_OPT_LION: {
             float m = p.s0[i];
-            float cmix = k.b1 * m + k.one_minus_b1 * gi;
+            float cmix = ADD(MUL(k.b1, m), MUL(k.one_minus_b1, gi));
             float sign = cmix > 0.0f ? 1.0f : (cmix < 0.0f ? -1.0f : 0.0f);
-            wi -= lr_f * sign;
-            p.s0[i] = k.b2 * m + k.one_minus_b2 * gi;
+            wi = SUB(wi, MUL(lr_f, sign));
+            p.s0[i] = ADD(MUL(k.b2, m), MUL(k.one_minus_b2, gi));
             break;
         }
         default: break;
