@@ -4,9 +4,10 @@
  * backward through autograd. Every test skips without a GPU (make test-gpu makes that a failure).
  *
  * Tolerances (|gpu - cpu| <= tol * max|cpu| over the tensor, plus the per-element rtol):
- *   f32 kernels 1e-5; matmul f32 with TF32 off 1e-5, with TF32 on 5e-3; bf16 storage 1e-2 (bf16 keeps 8
- *   significant bits: one rounding of the output is 2^-9 relative, the inputs are bf16-rounded on the CPU
- *   side too so only the output rounding and the summation order differ). */
+ *   f32 kernels 1e-5; matmul f32 with TF32 off 1e-5, with TF32 on 5e-3, cuBLASLt's GELU epilogue 1e-3;
+ *   bf16 storage 1e-2 (bf16 keeps 8 significant bits: one rounding of the output is 2^-9 relative; the
+ *   inputs are bf16-rounded on the CPU side too, so only the output rounding and the summation order
+ *   differ); index ops, copies, fills and RNG (but normal) exact. */
 #include "test_util.h"
 
 #define GPU CG_CUDA(0)
@@ -197,9 +198,9 @@ static void test_reductions(void **state) {
                     cg_tensor *garg = ext ? cg_tensor_empty(gpu_arena(), CG_I64, 3, osh) : NULL;
                     assert_ok(cg_reduce_into(op, ref, rarg, x, axis, true));
                     assert_ok(cg_reduce_into(op, out, garg, gx, axis, true));
-                    /* sums: f32 tree vs double on the CPU; relative to the sum of magnitudes (~n * 0.7) */
-                    assert_matches(out, ref, ext ? 0.0 : 1e-5 * (double)shapes[si][axis] / 8.0 + 1e-6,
-                                   cg_reduce_op_name(op));
+                    /* sums: an f32 tree vs the CPU's double sum; the 0.2 shift keeps every sum near n * 0.2,
+                     * so the f32 error (~n eps |x|) stays far below 2e-5 of the largest */
+                    assert_matches(out, ref, ext ? 0.0 : 2e-5, cg_reduce_op_name(op));
                     if (ext) {
                         cg_tensor *ga = cg_tensor_clone(cpu_arena(), garg);
                         for (int64_t i = 0; i < cg_numel(rarg); i++)
@@ -385,8 +386,10 @@ static void test_matmul_epilogues(void **state) {
                     assert_ok(cg_matmul_bias_into(ref, x, w, false, true, with_bias ? bias : NULL, gelu));
                     assert_ok(cg_matmul_bias_into(out, to_gpu(x, dt), to_gpu(w, dt), false, true,
                                                   with_bias ? to_gpu(bias, dt) : NULL, gelu));
-                    /* cuBLASLt's GELU is the tanh form too, evaluated its own way: 1e-4 in f32 */
-                    assert_matches(out, ref, dt == CG_BF16 ? 1e-2 : (gelu ? 1e-4 : 1e-5), gelu ? "gelu epilogue" : "bias epilogue");
+                    /* cuBLASLt's GELU (tanh form) is evaluated its own way, possibly with a fast tanh: 1e-3 of
+                     * the largest value in f32; a missing or misplaced GELU or bias is off by O(1) */
+                    assert_matches(out, ref, dt == CG_BF16 ? 1e-2 : (gelu ? 1e-3 : 1e-5),
+                                   gelu ? "gelu epilogue" : "bias epilogue");
                 }
             }
         }
