@@ -60,12 +60,12 @@ static cg_tensor *as_rows(const cg_tensor *x) {
     return c ? cg_view_reshape(c, 2, shape) : NULL;
 }
 
-/* A new packed f32 tensor of x's leading dims and `cols` columns, and its [N, cols] view. */
-static cg_tensor *new_rows_like(const cg_tensor *x, int64_t cols, cg_tensor **rows_view) {
+/* A new packed tensor (dtype) of x's leading dims and `cols` columns, and its [N, cols] view. */
+static cg_tensor *new_rows_like(const cg_tensor *x, int64_t cols, cg_dtype dtype, cg_tensor **rows_view) {
     int64_t shape[CG_MAX_DIMS];
     memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
     shape[x->ndim - 1] = cols;
-    cg_tensor *t = cg_new_output(x->device, CG_F32, x->ndim, shape);
+    cg_tensor *t = cg_new_output(x->device, dtype, x->ndim, shape);
     if (!t) return NULL;
     int64_t rshape[2] = {leading_rows(x), cols};
     *rows_view = cg_view_reshape(t, 2, rshape);
@@ -122,7 +122,7 @@ static cg_status linear_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi)
         dpre = d;
     }
     cg_tensor *dx2 = NULL;
-    if (x->requires_grad) CG_BW_NONNULL(gi[0] = new_rows_like(x, x->shape[x->ndim - 1], &dx2));
+    if (x->requires_grad) CG_BW_NONNULL(gi[0] = new_rows_like(x, x->shape[x->ndim - 1], CG_F32, &dx2));
     return base_backward(n, dpre, x2, dx2, 1, n->n_inputs > 2 ? 2 : -1, gi);
 }
 
@@ -133,10 +133,10 @@ cg_tensor *cg_linear(const cg_tensor *x, const cg_tensor *w, const cg_tensor *bi
     int64_t out_features = w->shape[0];
     cg_tensor *x2 = as_rows(x), *y2 = NULL;
     if (!x2) return NULL;
-    cg_tensor *y = new_rows_like(x, out_features, &y2);
-    if (!y) return NULL;
     const cg_tensor *in[3] = {x, w, bias};
     int n_in = bias ? 3 : 2;
+    cg_tensor *y = new_rows_like(x, out_features, cg_result_dtype(3, in), &y2);
+    if (!y) return NULL;
     bool record = cg_any_requires_grad(n_in, in);
     cg_tensor *pre = NULL;
     if (gelu && record) {
@@ -199,7 +199,7 @@ static cg_status lora_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) {
         gi[2] = da;
     }
     cg_tensor *dx2 = NULL;
-    if (x->requires_grad) CG_BW_NONNULL(gi[0] = new_rows_like(x, x->shape[x->ndim - 1], &dx2));
+    if (x->requires_grad) CG_BW_NONNULL(gi[0] = new_rows_like(x, x->shape[x->ndim - 1], CG_F32, &dx2));
     CG_BW_TRY(base_backward(n, g2, x2, dx2, 1, n->n_inputs > 4 ? 4 : -1, gi));
     if (dx2) {
         if (!mask) {
@@ -255,7 +255,8 @@ cg_tensor *cg_lora_linear(const cg_tensor *x, const cg_tensor *w, const cg_tenso
 
     cg_tensor *x2 = as_rows(x), *y2 = NULL;
     if (!x2) return NULL;
-    cg_tensor *y = new_rows_like(x, out_features, &y2);
+    const cg_tensor *float_in[5] = {x, w, bias, lora_a, lora_b};
+    cg_tensor *y = new_rows_like(x, out_features, cg_result_dtype(5, float_in), &y2);
     if (!y) return NULL;
     int64_t rows = x2->shape[0], rank = lora_a->shape[0];
     CG_TRY(cg_matmul_bias_into(y2, x2, w, false, true, bias, false));

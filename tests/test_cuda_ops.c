@@ -463,6 +463,33 @@ static void test_linear_and_lora_autograd(void **state) {
     cg_matmul_set_tf32(old);
 }
 
+/* Mixed precision: bf16 weights and activations give a bf16 result (f32 math inside), f32 gradients. */
+static void test_bf16_linear_autograd(void **state) {
+    (void)state;
+    cg_test_require_gpu();
+    int64_t xs[2] = {33, 64}, ws[2] = {48, 64}, bs[1] = {48}, ys[2] = {33, 48};
+    cg_tensor *x = rand_cpu(2, xs, 1, 1.0f, 0.0f, CG_BF16), *w = rand_cpu(2, ws, 2, 0.5f, 0.0f, CG_BF16);
+    cg_tensor *b = rand_cpu(1, bs, 3, 0.5f, 0.0f, CG_BF16);
+    cg_tensor *r = cg_test_rand_tensor(2, ys, 4, 1.0f, 0.0f, false);
+    assert_ok(cg_set_requires_grad(x, true));
+    assert_ok(cg_set_requires_grad(w, true));
+    assert_ok(cg_set_requires_grad(b, true));
+    cg_tensor *gx = gpu_leaf(x, CG_BF16), *gw = gpu_leaf(w, CG_BF16), *gb = gpu_leaf(b, CG_BF16);
+    cg_tensor *y = cg_linear(x, w, b, true), *gy = cg_linear(gx, gw, gb, true);
+    assert_non_null(gy);
+    assert_int_equal(gy->dtype, CG_BF16);
+    assert_matches(gy, y, 1e-2, "bf16 linear forward");
+    cg_tensor *sq = cg_square(gy); /* an elementwise op on bf16 stays bf16 */
+    assert_non_null(sq);
+    assert_int_equal(sq->dtype, CG_BF16);
+    assert_ok(cg_backward(weighted_sum(y, r)));
+    assert_ok(cg_backward(weighted_sum(gy, to_gpu(r, CG_F32))));
+    assert_int_equal(gw->grad->dtype, CG_F32);
+    check_grad(gx, x, 1e-2, "bf16 linear dx");
+    check_grad(gw, w, 1e-2, "bf16 linear dw");
+    check_grad(gb, b, 1e-2, "bf16 linear dbias");
+}
+
 static void test_elementwise_autograd(void **state) {
     (void)state;
     cg_test_require_gpu();
@@ -640,6 +667,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_matmul_batched, cg_test_teardown),
         cmocka_unit_test_teardown(test_matmul_epilogues, cg_test_teardown),
         cmocka_unit_test_teardown(test_linear_and_lora_autograd, cg_test_teardown),
+        cmocka_unit_test_teardown(test_bf16_linear_autograd, cg_test_teardown),
         cmocka_unit_test_teardown(test_elementwise_autograd, cg_test_teardown),
         cmocka_unit_test_teardown(test_gather_select_embedding, cg_test_teardown),
         cmocka_unit_test_teardown(test_scatter_adds_and_concat, cg_test_teardown),
