@@ -124,6 +124,12 @@ cg_status cg_device_memcpy(cg_device dst_dev, void *dst, cg_device src_dev, cons
     if (s != CG_OK) return s;
 #ifdef CG_HAVE_CUDA
     int kind = src_dev.type == CG_DEVICE_CPU ? 0 : dst_dev.type == CG_DEVICE_CPU ? 1 : 2;
+    /* GPU to another GPU: the copy is queued on the destination's stream, so first wait for the work queued
+     * on the source's (which may still be writing src) */
+    if (kind == 2 && src_dev.index != dst_dev.index) {
+        if ((s = check_cuda_device(src_dev, "device_memcpy")) != CG_OK) return s;
+        if ((s = cg_cuda_rt_synchronize(src_dev.index)) != CG_OK) return s;
+    }
     return cg_cuda_rt_memcpy(gpu.index, dst, src, nbytes, kind);
 #else
     return s;
