@@ -59,6 +59,20 @@ extern "C" void cg_cuda_matmul_cache_stats(uint64_t *hits, uint64_t *misses) {
     if (misses) *misses = g_misses;
 }
 
+extern "C" void cg_cuda_matmul_release(void) {
+    for (int d = 0; d < MAX_DEVICES; d++) {
+        lt_device *dev = &g_lt[d];
+        if (!dev->ready) continue;
+        cudaSetDevice(d);
+        cudaFree(dev->workspace); /* synchronises the device: no matmul is still using it */
+        cublasLtDestroy(dev->handle);
+        memset(dev, 0, sizeof *dev);
+    }
+    memset(g_cache, 0, sizeof g_cache);
+    g_cache_next = 0;
+    cudaGetLastError();
+}
+
 static cg_status lt_get(int device, lt_device **out) {
     if (device < 0 || device >= MAX_DEVICES) return cg_set_error(CG_ERR_DEVICE, "matmul: bad device %d", device);
     lt_device *d = &g_lt[device];
@@ -222,5 +236,6 @@ extern "C" void cg_cuda_matmul_cache_stats(uint64_t *hits, uint64_t *misses) {
     if (hits) *hits = 0;
     if (misses) *misses = 0;
 }
+extern "C" void cg_cuda_matmul_release(void) {}
 
 #endif

@@ -47,6 +47,10 @@ cg_status cg_cuda_matmul(const cg_cuda_matmul_args *p);
  * full fp32 products (~1e-6). Returns the previous setting. */
 bool cg_cuda_matmul_set_tf32(bool on);
 
+/* Frees the cuBLASLt handles and workspaces and empties the heuristic cache (cg_shutdown calls it; they are
+ * re-created on the next matmul). */
+void cg_cuda_matmul_release(void);
+
 /* Heuristic-cache statistics: lookups served from the cache and heuristic queries made. */
 void cg_cuda_matmul_cache_stats(uint64_t *hits, uint64_t *misses);
 
