@@ -80,6 +80,22 @@ static cg_status put_add_cuda(const char *op, cg_tensor *out, int ax, int ndim, 
 #endif
 }
 
+/* The GPU index_add through a sort: out [outer, V, C] packed f32 += src [outer, N, C] packed by the packed
+ * 1-D index (checked). */
+static cg_status index_add_sorted(cg_tensor *out, const cg_tensor *index, const cg_tensor *src, int64_t outer,
+                                  int64_t N, int64_t V, int64_t C) {
+#ifdef CG_HAVE_CUDA
+    size_t bytes = cg_cuda_index_add_sorted_scratch(N, V);
+    void *scratch = bytes ? cg_arena_alloc(cg_step_arena(out->device), bytes, 256) : NULL;
+    if (bytes && !scratch) return cg_last_status();
+    return cg_cuda_index_add_sorted((float *)cg_ops_data(out), cg_ops_data(index), index->dtype, cg_ops_data(src),
+                                    src->dtype, outer, N, V, C, scratch);
+#else
+    (void)out, (void)index, (void)src, (void)outer, (void)N, (void)V, (void)C;
+    return cg_set_error(CG_ERR_UNSUPPORTED, "index_add: cgrad was built without CUDA");
+#endif
+}
+
 /* dest[pos with the axis coordinate replaced by index] += src over the iteration shape (ndim, shape). */
 static cg_status put_add(const char *op, cg_tensor *out, int ax, int ndim, const int64_t *shape, const cg_tensor *src,
                          const int64_t *src_strides, const cg_tensor *index, const int64_t *index_strides) {
@@ -144,6 +160,20 @@ cg_status cg_index_add_into(cg_tensor *out, int axis, const cg_tensor *index, co
         return cg_set_error(CG_ERR_SHAPE, "index_add: src %s must match out %s outside axis %d and have the 1-D "
                             "index %s's length along it", cg_tensor_desc(src, d[0], sizeof d[0]),
                             cg_tensor_desc(out, d[1], sizeof d[1]), ax, cg_tensor_desc(index, d[2], sizeof d[2]));
+    if (cg_ops_on_cuda(out) && cg_is_contiguous(out)) { /* sorted by index: fast and deterministic */
+        if ((st = cg_ops_cuda_enter("index_add", out)) != CG_OK) return st;
+        int64_t value, pos;
+        if ((st = cg_ops_find_bad_index(index, out->shape[ax], &value, &pos)) != CG_OK) return st;
+        if (pos >= 0)
+            return cg_set_error(CG_ERR_INVALID_ARG, "index_add: index %lld is outside [0, %lld) for axis %d of out %s",
+                                (long long)value, (long long)out->shape[ax], ax, cg_tensor_desc(out, d[0], sizeof d[0]));
+        const cg_tensor *sp = cg_contiguous(src), *ip = cg_contiguous(index);
+        if (!sp || !ip) return cg_last_status();
+        int64_t outer = 1, inner = 1;
+        for (int i = 0; i < ax; i++) outer *= out->shape[i];
+        for (int i = ax + 1; i < out->ndim; i++) inner *= out->shape[i];
+        return index_add_sorted(out, ip, sp, outer, index->shape[0], out->shape[ax], inner);
+    }
     int64_t index_strides[CG_MAX_DIMS] = {0};
     index_strides[ax] = index->strides[0];
     return put_add("index_add", out, ax, src->ndim, src->shape, src, src->strides, index, index_strides);
@@ -179,13 +209,7 @@ cg_status cg_embedding_backward_into(cg_tensor *grad_weight, const cg_tensor *id
         if (pos >= 0)
             return cg_set_error(CG_ERR_INVALID_ARG, "embedding_backward: id %lld at position %lld is outside [0, %lld)",
                                 (long long)value, (long long)pos, (long long)V);
-#ifdef CG_HAVE_CUDA
-        size_t bytes = cg_cuda_embedding_backward_scratch(n, V);
-        void *scratch = bytes ? cg_arena_alloc(cg_step_arena(grad_weight->device), bytes, 256) : NULL;
-        if (bytes && !scratch) return cg_last_status();
-        return cg_cuda_embedding_backward((float *)cg_ops_data(grad_weight), cg_ops_data(id), id->dtype, cg_ops_data(go),
-                                          go->dtype, n, V, C, scratch);
-#endif
+        return index_add_sorted(grad_weight, id, go, 1, n, V, C);
     }
     const char *ids_p = cg_ops_data(id);
     int64_t ies = (int64_t)cg_dtype_size(id->dtype);

@@ -1,8 +1,8 @@
-/* The embedding's weight gradient, fast and deterministic: the positions are sorted by id with a stable
- * radix sort (CUB), so equal ids stay in position order; then one block per distinct id adds its rows of
- * grad_out into grad_weight[id], column by column, in position order. Each weight row is written by one
- * block and summed in the order the CPU uses (gw += g[i] for i ascending): the result is bit-equal to the
- * CPU's, with no atomics. */
+/* index_add along one axis with a 1-D index, fast and deterministic (the embedding's weight gradient is the
+ * case outer = 1): the positions are sorted by index with a stable radix sort (CUB), so equal indices stay
+ * in position order; then one block per distinct index adds its slices of src into out[.., index, ..],
+ * column by column, in position order. Each output row is written by one block and summed in the order the
+ * CPU uses (out += src[i] for i ascending): the result is bit-equal to the CPU's, with no atomics. */
 #include <cub/device/device_radix_sort.cuh>
 
 #include "cuda/common.cuh"
@@ -26,7 +26,7 @@ static size_t cub_temp_bytes(int64_t N, int64_t V) {
     return bytes;
 }
 
-extern "C" size_t cg_cuda_embedding_backward_scratch(int64_t N, int64_t V) {
+extern "C" size_t cg_cuda_index_add_sorted_scratch(int64_t N, int64_t V) {
     if (N <= 0) return 0;
     return 4 * round16((size_t)N * sizeof(uint32_t)) + round16(cub_temp_bytes(N, V));
 }
@@ -39,29 +39,31 @@ __global__ void embedding_keys_kernel(const void *ids, int ids_dt, int64_t N, ui
     }
 }
 
-__global__ void embedding_segments_kernel(float *gw, const void *g, int g_dt, const uint32_t *keys,
-                                          const uint32_t *pos, int64_t N, int64_t C) {
+/* out [outer, V, C], src [outer, N, C]; block p handles the segment of sorted positions starting at p. */
+__global__ void index_add_segments_kernel(float *out, const void *src, int src_dt, const uint32_t *keys,
+                                          const uint32_t *pos, int64_t outer, int64_t N, int64_t V, int64_t C) {
     for (int64_t p = blockIdx.x; p < N; p += gridDim.x) {
-        if (p > 0 && keys[p] == keys[p - 1]) continue; /* not the first position of its id */
+        if (p > 0 && keys[p] == keys[p - 1]) continue; /* not the first position of its index */
         const uint32_t id = keys[p];
-        float *row = gw + (int64_t)id * C;
-        for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-            float acc = row[c];
+        for (int64_t col = threadIdx.x; col < outer * C; col += blockDim.x) {
+            const int64_t o = col / C, c = col % C;
+            float *dst = out + (o * V + (int64_t)id) * C + c;
+            float acc = *dst;
             for (int64_t q = p; q < N && keys[q] == id; q++) {
-                int64_t src = (int64_t)pos[q] * C + c;
-                acc += g_dt == CG_BF16 ? __bfloat162float(((const __nv_bfloat16 *)g)[src]) : ((const float *)g)[src];
+                int64_t s = (o * N + (int64_t)pos[q]) * C + c;
+                acc += src_dt == CG_BF16 ? __bfloat162float(((const __nv_bfloat16 *)src)[s]) : ((const float *)src)[s];
             }
-            row[c] = acc;
+            *dst = acc;
         }
     }
 }
 
-extern "C" cg_status cg_cuda_embedding_backward(float *grad_weight, const void *ids, int ids_dtype,
-                                                const void *grad_out, int grad_dtype, int64_t N, int64_t V, int64_t C,
-                                                void *scratch) {
-    if (N <= 0 || C <= 0) return CG_OK;
+extern "C" cg_status cg_cuda_index_add_sorted(float *out, const void *ids, int ids_dtype, const void *src,
+                                              int src_dtype, int64_t outer, int64_t N, int64_t V, int64_t C,
+                                              void *scratch) {
+    if (N <= 0 || C <= 0 || outer <= 0) return CG_OK;
     if (N > INT32_MAX || V > (int64_t)UINT32_MAX)
-        return cg_set_error(CG_ERR_SHAPE, "embedding_backward: %lld positions or %lld ids are too many for the GPU sort",
+        return cg_set_error(CG_ERR_SHAPE, "index_add: %lld positions or %lld rows are too many for the GPU sort",
                             (long long)N, (long long)V);
     cudaStream_t st = cg_cuda_compute_stream();
     char *p = (char *)scratch;
@@ -73,14 +75,15 @@ extern "C" cg_status cg_cuda_embedding_backward(float *grad_weight, const void *
     unsigned blocks = cg_cuda_blocks(N, THREADS);
     if (blocks > (1u << 20)) blocks = 1u << 20;
     embedding_keys_kernel<<<blocks, THREADS, 0, st>>>(ids, ids_dtype, N, keys_in, pos_in);
-    cg_status s = cg_cuda_check_launch("embedding_backward (keys)");
+    cg_status s = cg_cuda_check_launch("index_add (keys)");
     if (s != CG_OK) return s;
     s = cg_cuda_check(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, keys_in, keys_out, pos_in, pos_out, (int)N, 0,
                                                       key_bits(V), st),
-                      "embedding_backward (sort)");
+                      "index_add (sort)");
     if (s != CG_OK) return s;
     unsigned seg_blocks = N < (1 << 20) ? (unsigned)N : (1u << 20);
-    int threads = C < THREADS ? (int)((C + 31) / 32 * 32) : THREADS;
-    embedding_segments_kernel<<<seg_blocks, threads, 0, st>>>(grad_weight, grad_out, grad_dtype, keys_out, pos_out, N, C);
-    return cg_cuda_check_launch("embedding_backward");
+    int64_t cols = outer * C;
+    int threads = cols < THREADS ? (int)((cols + 31) / 32 * 32) : THREADS;
+    index_add_segments_kernel<<<seg_blocks, threads, 0, st>>>(out, src, src_dtype, keys_out, pos_out, outer, N, V, C);
+    return cg_cuda_check_launch("index_add");
 }

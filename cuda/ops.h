@@ -79,13 +79,14 @@ cg_status cg_cuda_take(const cg_cuda_ew *it, int64_t axis_stride);
 cg_status cg_cuda_put_add(const cg_cuda_ew *it, int64_t axis_len, int64_t out_axis_stride, int64_t src_axis_stride,
                           int64_t index_axis_stride);
 
-/* The embedding's weight gradient (cuda/embedding.cu): grad_weight [V, C] f32 += grad_out [N, C] (f32 or
- * bf16, packed) rows by ids [N] (packed i32/i64, all in [0, V): checked by the caller), summed per id in
- * position order after a stable GPU sort: deterministic and equal to the CPU result. scratch: device memory
- * of cg_cuda_embedding_backward_scratch(N, V) bytes, 16-byte aligned. */
-size_t cg_cuda_embedding_backward_scratch(int64_t N, int64_t V);
-cg_status cg_cuda_embedding_backward(float *grad_weight, const void *ids, int ids_dtype, const void *grad_out,
-                                     int grad_dtype, int64_t N, int64_t V, int64_t C, void *scratch);
+/* index_add with a 1-D index through a sort (cuda/embedding.cu; the embedding's weight gradient is outer = 1):
+ * out [outer, V, C] f32 packed += src [outer, N, C] (f32 or bf16, packed) slices by ids [N] (packed i32/i64,
+ * all in [0, V): checked by the caller), summed per index in position order after a stable GPU sort:
+ * deterministic and equal to the CPU result. scratch: device memory of cg_cuda_index_add_sorted_scratch(N, V)
+ * bytes, 16-byte aligned. */
+size_t cg_cuda_index_add_sorted_scratch(int64_t N, int64_t V);
+cg_status cg_cuda_index_add_sorted(float *out, const void *ids, int ids_dtype, const void *src, int src_dtype,
+                                   int64_t outer, int64_t N, int64_t V, int64_t C, void *scratch);
 
 /* ---- random fills (cuda/rng.cu) ---- */
 /* Fills the one operand of `it` (f32, i32, i64 or u8) with blocks offset, offset + 1, ... of Philox stream

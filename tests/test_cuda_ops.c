@@ -586,7 +586,7 @@ static void test_scatter_adds_and_concat(void **state) {
     assert_ok(cg_scatter_add_into(ref, 0, idx, src));
     assert_ok(cg_scatter_add_into(out, 0, idx_gpu(idx), to_gpu(src, CG_F32)));
     assert_matches(out, ref, 0.0, "scatter_add");
-    /* index_add along axis 1 */
+    /* index_add along axis 1 (packed out: through the GPU sort, three outer slices) */
     int64_t o2[3] = {3, 11, 17}, s2[3] = {3, 40, 17}, n40[1] = {40};
     cg_tensor *src2 = rand_cpu(3, s2, 4, 1.0f, 0.0f, CG_BF16);
     cg_tensor *sel = rand_index(1, n40, 11, 5, CG_I32);
@@ -595,6 +595,14 @@ static void test_scatter_adds_and_concat(void **state) {
     assert_ok(cg_index_add_into(ref, 1, sel, src2));
     assert_ok(cg_index_add_into(out, 1, idx_gpu(sel), to_gpu(src2, CG_BF16)));
     assert_matches(out, ref, 0.0, "index_add");
+    /* index_add along axis 0 (one outer slice) with a bf16 source and a strided out: the column walk */
+    int64_t s3[2] = {70, 20}, n70[1] = {70};
+    cg_tensor *src3 = rand_cpu(2, s3, 6, 1.0f, 0.0f, CG_BF16), *sel3 = rand_index(1, n70, 9, 8, CG_I64);
+    cg_tensor *ref3 = cg_tensor_zeros(cpu_arena(), CG_F32, 2, (int64_t[]){20, 9});
+    cg_tensor *out3 = cg_tensor_zeros(gpu_arena(), CG_F32, 2, (int64_t[]){20, 9});
+    assert_ok(cg_index_add_into(cg_view_transpose(ref3, 0, 1), 0, sel3, src3));
+    assert_ok(cg_index_add_into(cg_view_transpose(out3, 0, 1), 0, idx_gpu(sel3), to_gpu(src3, CG_BF16)));
+    assert_matches(out3, ref3, 0.0, "index_add into a strided out");
     /* embedding backward: [V, C] += rows of grad_out by id, many repeats, bit-equal to the CPU */
     int64_t gws[2] = {50, 96}, ids_s[2] = {8, 64}, gs[3] = {8, 64, 96};
     cg_tensor *ids = rand_index(2, ids_s, 50, 7, CG_I64);
