@@ -23,7 +23,8 @@ static cg_tensor *binary(cg_binary_op op, const char *name, cg_backward_fn bw, c
                      cg_tensor_desc(b, db, sizeof db));
         return NULL;
     }
-    cg_tensor *out = cg_new_output(a->device, CG_F32, nd, shape);
+    const cg_tensor *ab[2] = {a, b};
+    cg_tensor *out = cg_new_output(a->device, cg_result_dtype(2, ab), nd, shape);
     if (!out) return NULL;
     CG_TRY(cg_binary_into(op, out, a, b));
     cg_tensor *in[2] = {(cg_tensor *)a, (cg_tensor *)b};
@@ -143,7 +144,7 @@ static cg_status unary_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) 
 cg_tensor *cg_unary(cg_unary_op op, const cg_tensor *x) {
     const char *name = cg_unary_op_name(op);
     CG_CHECK_ARG(name, x);
-    cg_tensor *out = cg_new_output(x->device, CG_F32, x->ndim, x->shape);
+    cg_tensor *out = cg_new_output(x->device, cg_result_dtype(1, &x), x->ndim, x->shape);
     if (!out) return NULL;
     CG_TRY(cg_unary_into(op, out, x));
     cg_tensor *in[1] = {(cg_tensor *)x};
@@ -173,7 +174,7 @@ static cg_status affine_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi)
 
 cg_tensor *cg_affine(const cg_tensor *x, float scale, float shift) {
     CG_CHECK_ARG("affine", x);
-    cg_tensor *out = cg_new_output(x->device, CG_F32, x->ndim, x->shape);
+    cg_tensor *out = cg_new_output(x->device, cg_result_dtype(1, &x), x->ndim, x->shape);
     if (!out) return NULL;
     CG_TRY(cg_affine_into(out, x, scale, shift));
     cg_tensor *in[1] = {(cg_tensor *)x};
@@ -198,7 +199,7 @@ static cg_status pow_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) {
 
 cg_tensor *cg_pow_scalar(const cg_tensor *x, float exponent) {
     CG_CHECK_ARG("pow", x);
-    cg_tensor *out = cg_new_output(x->device, CG_F32, x->ndim, x->shape);
+    cg_tensor *out = cg_new_output(x->device, cg_result_dtype(1, &x), x->ndim, x->shape);
     if (!out) return NULL;
     CG_TRY(cg_pow_scalar_into(out, x, exponent));
     cg_tensor *in[1] = {(cg_tensor *)x};
@@ -218,7 +219,7 @@ static cg_status clamp_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) 
 
 cg_tensor *cg_clamp(const cg_tensor *x, float lo, float hi) {
     CG_CHECK_ARG("clamp", x);
-    cg_tensor *out = cg_new_output(x->device, CG_F32, x->ndim, x->shape);
+    cg_tensor *out = cg_new_output(x->device, cg_result_dtype(1, &x), x->ndim, x->shape);
     if (!out) return NULL;
     CG_TRY(cg_clamp_into(out, x, lo, hi));
     cg_tensor *in[1] = {(cg_tensor *)x};
@@ -251,7 +252,8 @@ cg_tensor *cg_where(const cg_tensor *cond, const cg_tensor *a, const cg_tensor *
                      cg_tensor_desc(a, da, sizeof da), cg_tensor_desc(b, db, sizeof db));
         return NULL;
     }
-    cg_tensor *out = cg_new_output(a->device, CG_F32, nd, shape);
+    const cg_tensor *ab[2] = {a, b};
+    cg_tensor *out = cg_new_output(a->device, cg_result_dtype(2, ab), nd, shape);
     if (!out) return NULL;
     CG_TRY(cg_where_into(out, cond, a, b));
     cg_tensor *in[3] = {(cg_tensor *)cond, (cg_tensor *)a, (cg_tensor *)b};
@@ -510,7 +512,8 @@ cg_tensor *cg_gather(const cg_tensor *x, int axis, const cg_tensor *index) {
     CG_CHECK_ARG("gather", x);
     CG_CHECK_ARG("gather", index);
     int ax = cg_normalize_axis(axis, x->ndim);
-    cg_tensor *out = cg_new_output(x->device, CG_F32, index->ndim, index->shape);
+    /* the output keeps x's dtype on a GPU (bf16 moves as bf16); the CPU computes in f32 */
+    cg_tensor *out = cg_new_output(x->device, cg_ops_on_cuda(x) ? x->dtype : CG_F32, index->ndim, index->shape);
     if (!out) return NULL;
     CG_TRY(cg_gather_into(out, x, axis, index));
     cg_tensor *in[2] = {(cg_tensor *)x, (cg_tensor *)index};
@@ -542,7 +545,7 @@ cg_tensor *cg_index_select(const cg_tensor *x, int axis, const cg_tensor *index)
     int64_t shape[CG_MAX_DIMS];
     memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
     shape[ax] = index->shape[0];
-    cg_tensor *out = cg_new_output(x->device, CG_F32, x->ndim, shape);
+    cg_tensor *out = cg_new_output(x->device, cg_ops_on_cuda(x) ? x->dtype : CG_F32, x->ndim, shape);
     if (!out) return NULL;
     CG_TRY(cg_index_select_into(out, x, ax, index));
     cg_tensor *in[2] = {(cg_tensor *)x, (cg_tensor *)index};
@@ -573,7 +576,7 @@ cg_tensor *cg_embedding(const cg_tensor *weight, const cg_tensor *ids) {
     int64_t shape[CG_MAX_DIMS];
     memcpy(shape, ids->shape, sizeof(int64_t) * (size_t)ids->ndim);
     shape[ids->ndim] = weight->shape[1];
-    cg_tensor *out = cg_new_output(weight->device, CG_F32, ids->ndim + 1, shape);
+    cg_tensor *out = cg_new_output(weight->device, cg_ops_on_cuda(weight) ? weight->dtype : CG_F32, ids->ndim + 1, shape);
     if (!out) return NULL;
     CG_TRY(cg_embedding_into(out, weight, ids));
     cg_tensor *in[2] = {(cg_tensor *)weight, (cg_tensor *)ids};
@@ -631,7 +634,8 @@ cg_tensor *cg_matmul_t(const cg_tensor *a, const cg_tensor *b, bool trans_a, boo
     }
     shape[nd] = trans_a ? a->shape[a->ndim - 1] : a->shape[a->ndim - 2];
     shape[nd + 1] = trans_b ? b->shape[b->ndim - 2] : b->shape[b->ndim - 1];
-    cg_tensor *out = cg_new_output(a->device, CG_F32, nd + 2, shape);
+    const cg_tensor *ab[2] = {a, b};
+    cg_tensor *out = cg_new_output(a->device, cg_result_dtype(2, ab), nd + 2, shape);
     if (!out) return NULL;
     CG_TRY(cg_matmul_into(out, a, b, trans_a, trans_b, 1.0f, 0.0f));
     cg_tensor *in[2] = {(cg_tensor *)a, (cg_tensor *)b};

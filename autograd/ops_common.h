@@ -17,6 +17,19 @@ static inline cg_tensor *cg_new_like(const cg_tensor *t) {
     return cg_new_output(t->device, CG_F32, t->ndim, t->shape);
 }
 
+/* The dtype of an op's result: bf16 when every float input is a bf16 GPU tensor (mixed precision: bf16
+ * activations stay bf16, the kernels compute in f32), else f32 (the CPU computes in f32). Gradients are f32
+ * whatever this gives. NULL entries are skipped. */
+static inline cg_dtype cg_result_dtype(int n, const cg_tensor *const *in) {
+    bool any = false;
+    for (int i = 0; i < n; i++) {
+        if (!in[i]) continue;
+        if (in[i]->device.type != CG_DEVICE_CUDA || in[i]->dtype != CG_BF16) return CG_F32;
+        any = true;
+    }
+    return any ? CG_BF16 : CG_F32;
+}
+
 /* Records a node for out; returns out, or NULL if recording failed. */
 static inline cg_tensor *cg_finish(const char *op, cg_backward_fn bw, cg_tensor *out, int n, cg_tensor *const *in,
                                    cg_node **node_out) {

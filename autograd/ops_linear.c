@@ -26,7 +26,10 @@ static cg_tensor *dropout_mask(cg_device dev, int ndim, const int64_t *shape, fl
 /* x [..., in], w [out, in], bias [out] or NULL. */
 static bool check_linear_args(const char *op, const cg_tensor *x, const cg_tensor *w, const cg_tensor *bias) {
     char dx[160], dw[160], db[160];
-    if (!cg_check_f32_cpu(op, "x", x) || !cg_check_f32_cpu(op, "weight", w) || (bias && !cg_check_f32_cpu(op, "bias", bias)))
+    if (!cg_check_float(op, "x", x) || !cg_check_float(op, "weight", w) || (bias && !cg_check_float(op, "bias", bias)))
+        return false;
+    if (cg_ops_check_same_device(op, x, "weight", w) != CG_OK ||
+        (bias && cg_ops_check_same_device(op, x, "bias", bias) != CG_OK))
         return false;
     if (x->ndim < 1 || w->ndim != 2 || x->shape[x->ndim - 1] != w->shape[1]) {
         cg_set_error(CG_ERR_SHAPE, "%s: x %s and weight %s: need x [..., in] and weight [out, in]", op,
@@ -57,12 +60,12 @@ static cg_tensor *as_rows(const cg_tensor *x) {
     return c ? cg_view_reshape(c, 2, shape) : NULL;
 }
 
-/* A new packed f32 tensor of x's leading dims and `cols` columns, and its [N, cols] view. */
-static cg_tensor *new_rows_like(const cg_tensor *x, int64_t cols, cg_tensor **rows_view) {
+/* A new packed tensor (dtype) of x's leading dims and `cols` columns, and its [N, cols] view. */
+static cg_tensor *new_rows_like(const cg_tensor *x, int64_t cols, cg_dtype dtype, cg_tensor **rows_view) {
     int64_t shape[CG_MAX_DIMS];
     memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
     shape[x->ndim - 1] = cols;
-    cg_tensor *t = cg_new_output(x->device, CG_F32, x->ndim, shape);
+    cg_tensor *t = cg_new_output(x->device, dtype, x->ndim, shape);
     if (!t) return NULL;
     int64_t rshape[2] = {leading_rows(x), cols};
     *rows_view = cg_view_reshape(t, 2, rshape);
@@ -108,11 +111,18 @@ static cg_status linear_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi)
     if (pre) {
         cg_tensor *d = cg_new_like(g2);
         CG_BW_NONNULL(d);
-        cg_cpu_gelu_backward(cg_data(d), cg_data(pre), cg_data(g2), cg_numel(g2));
+        if (cg_ops_on_cuda(g2)) {
+            if (g2->dtype != CG_F32) CG_BW_NONNULL(g2 = cg_tensor_to(cg_step_arena(g2->device), g2, CG_F32));
+#ifdef CG_HAVE_CUDA
+            CG_BW_TRY(cg_cuda_gelu_tanh_backward(cg_data(d), cg_data(pre), cg_data(g2), cg_numel(g2)));
+#endif
+        } else {
+            cg_cpu_gelu_backward(cg_data(d), cg_data(pre), cg_data(g2), cg_numel(g2));
+        }
         dpre = d;
     }
     cg_tensor *dx2 = NULL;
-    if (x->requires_grad) CG_BW_NONNULL(gi[0] = new_rows_like(x, x->shape[x->ndim - 1], &dx2));
+    if (x->requires_grad) CG_BW_NONNULL(gi[0] = new_rows_like(x, x->shape[x->ndim - 1], CG_F32, &dx2));
     return base_backward(n, dpre, x2, dx2, 1, n->n_inputs > 2 ? 2 : -1, gi);
 }
 
@@ -123,22 +133,32 @@ cg_tensor *cg_linear(const cg_tensor *x, const cg_tensor *w, const cg_tensor *bi
     int64_t out_features = w->shape[0];
     cg_tensor *x2 = as_rows(x), *y2 = NULL;
     if (!x2) return NULL;
-    cg_tensor *y = new_rows_like(x, out_features, &y2);
-    if (!y) return NULL;
     const cg_tensor *in[3] = {x, w, bias};
     int n_in = bias ? 3 : 2;
+    cg_tensor *y = new_rows_like(x, out_features, cg_result_dtype(3, in), &y2);
+    if (!y) return NULL;
     bool record = cg_any_requires_grad(n_in, in);
     cg_tensor *pre = NULL;
     if (gelu && record) {
         pre = cg_new_like(y2);
         if (!pre) return NULL;
     }
-    CG_TRY(cg_matmul_into(y2, x2, w, false, true, 1.0f, 0.0f));
-    const cg_tensor *bp = bias ? cg_contiguous(bias) : NULL;
-    if (bias && !bp) return NULL;
-    if (bias || gelu)
-        cg_cpu_bias_gelu_forward(cg_data(y2), pre ? cg_data(pre) : NULL, bp ? cg_data(bp) : NULL, y2->shape[0],
-                          out_features, gelu);
+    if (cg_ops_on_cuda(x)) {
+        /* cuBLASLt's epilogue adds the bias (and applies GELU when no pre-activation must be kept) */
+        if (pre) {
+            CG_TRY(cg_matmul_bias_into(pre, x2, w, false, true, bias, false));
+            CG_TRY(cg_unary_into(CG_OP_GELU_TANH, y2, pre));
+        } else {
+            CG_TRY(cg_matmul_bias_into(y2, x2, w, false, true, bias, gelu));
+        }
+    } else {
+        CG_TRY(cg_matmul_into(y2, x2, w, false, true, 1.0f, 0.0f));
+        const cg_tensor *bp = bias ? cg_contiguous(bias) : NULL;
+        if (bias && !bp) return NULL;
+        if (bias || gelu)
+            cg_cpu_bias_gelu_forward(cg_data(y2), pre ? cg_data(pre) : NULL, bp ? cg_data(bp) : NULL, y2->shape[0],
+                                     out_features, gelu);
+    }
     cg_node *node = NULL;
     if (!cg_finish(gelu ? "linear_gelu" : "linear", linear_backward, y, n_in, (cg_tensor *const *)in, &node))
         return NULL;
@@ -179,7 +199,7 @@ static cg_status lora_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) {
         gi[2] = da;
     }
     cg_tensor *dx2 = NULL;
-    if (x->requires_grad) CG_BW_NONNULL(gi[0] = new_rows_like(x, x->shape[x->ndim - 1], &dx2));
+    if (x->requires_grad) CG_BW_NONNULL(gi[0] = new_rows_like(x, x->shape[x->ndim - 1], CG_F32, &dx2));
     CG_BW_TRY(base_backward(n, g2, x2, dx2, 1, n->n_inputs > 4 ? 4 : -1, gi));
     if (dx2) {
         if (!mask) {
@@ -188,7 +208,13 @@ static cg_status lora_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) {
             cg_tensor *dxd = cg_new_like(dx2);
             CG_BW_NONNULL(dxd);
             CG_BW_TRY(cg_matmul_into(dxd, dt, lora_a, false, false, 1.0f, 0.0f));
-            cg_cpu_mul_add(cg_data(dx2), cg_data(dxd), cg_data(mask), cg_numel(dx2));
+            if (cg_ops_on_cuda(dx2)) {
+#ifdef CG_HAVE_CUDA
+                CG_BW_TRY(cg_cuda_mul_add(cg_data(dx2), cg_data(dxd), cg_data(mask), cg_numel(dx2)));
+#endif
+            } else {
+                cg_cpu_mul_add(cg_data(dx2), cg_data(dxd), cg_data(mask), cg_numel(dx2));
+            }
         }
     }
     return CG_OK;
@@ -202,8 +228,9 @@ cg_tensor *cg_lora_linear(const cg_tensor *x, const cg_tensor *w, const cg_tenso
     CG_CHECK_ARG(op, w);
     CG_CHECK_ARG(op, lora_a);
     CG_CHECK_ARG(op, lora_b);
-    if (!check_linear_args(op, x, w, bias) || !cg_check_f32_cpu(op, "lora_a", lora_a) ||
-        !cg_check_f32_cpu(op, "lora_b", lora_b))
+    if (!check_linear_args(op, x, w, bias) || !cg_check_float(op, "lora_a", lora_a) ||
+        !cg_check_float(op, "lora_b", lora_b) || cg_ops_check_same_device(op, x, "lora_a", lora_a) != CG_OK ||
+        cg_ops_check_same_device(op, x, "lora_b", lora_b) != CG_OK)
         return NULL;
     int64_t in_features = w->shape[1], out_features = w->shape[0];
     if (lora_a->ndim != 2 || lora_b->ndim != 2 || lora_a->shape[1] != in_features ||
@@ -228,15 +255,11 @@ cg_tensor *cg_lora_linear(const cg_tensor *x, const cg_tensor *w, const cg_tenso
 
     cg_tensor *x2 = as_rows(x), *y2 = NULL;
     if (!x2) return NULL;
-    cg_tensor *y = new_rows_like(x, out_features, &y2);
+    const cg_tensor *float_in[5] = {x, w, bias, lora_a, lora_b};
+    cg_tensor *y = new_rows_like(x, out_features, cg_result_dtype(5, float_in), &y2);
     if (!y) return NULL;
     int64_t rows = x2->shape[0], rank = lora_a->shape[0];
-    CG_TRY(cg_matmul_into(y2, x2, w, false, true, 1.0f, 0.0f));
-    if (bias) {
-        const cg_tensor *bp = cg_contiguous(bias);
-        if (!bp) return NULL;
-        cg_cpu_bias_gelu_forward(cg_data(y2), NULL, cg_data(bp), rows, out_features, false);
-    }
+    CG_TRY(cg_matmul_bias_into(y2, x2, w, false, true, bias, false));
     /* the adapter: y += scale * (drop(x) A^T) B^T; with B = 0 it adds exact zeros */
     cg_tensor *mask = NULL, *xd = x2;
     if (dropout_p > 0.0f) {
@@ -283,7 +306,7 @@ cg_tensor *cg_dropout(const cg_tensor *x, float p, cg_rng *rng) {
         cg_set_error(CG_ERR_INVALID_ARG, "dropout: p %g outside [0, 1)", (double)p);
         return NULL;
     }
-    if (!cg_check_f32_cpu("dropout", "x", x)) return NULL;
+    if (!cg_check_float("dropout", "x", x)) return NULL;
     if (p == 0.0f) return (cg_tensor *)x;
     if (!rng) {
         cg_set_error(CG_ERR_INVALID_ARG, "dropout: p %g needs an rng (NULL given)", (double)p);

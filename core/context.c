@@ -1,5 +1,10 @@
 #include "core/context.h"
 
+#ifdef CG_HAVE_CUDA
+#include "cuda/matmul.h"
+#include "cuda/runtime.h"
+#endif
+
 #include <stdio.h>
 #include <string.h>
 #ifdef CG_HAVE_OPENMP
@@ -98,6 +103,12 @@ static void free_arenas(device_arenas *da) {
 void cg_shutdown(void) {
     free_arenas(&ctx.cpu);
     for (int i = 0; i < CG_MAX_CUDA_DEVICES; i++) free_arenas(&ctx.cuda[i]);
+#ifdef CG_HAVE_CUDA
+    if (cg_cuda_device_count() > 0) { /* the GPU-side caches: re-created on demand */
+        cg_cuda_matmul_release();
+        cg_cuda_rt_release_staging();
+    }
+#endif
 }
 
 cg_memory_stats cg_memory_get_stats(cg_device d) {

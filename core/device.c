@@ -55,6 +55,28 @@ int cg_cuda_device_count(void) {
 #endif
 }
 
+cg_status cg_cuda_set_device(int index) {
+    if (!cg_cuda_compiled()) return cg_set_error(CG_ERR_UNSUPPORTED, "cuda_set_device: cgrad was built without CUDA");
+#ifdef CG_HAVE_CUDA
+    int n = cg_cuda_device_count();
+    if (index < 0 || index >= n)
+        return cg_set_error(CG_ERR_DEVICE, "cuda_set_device: cuda:%d does not exist (%d CUDA device%s found)", index, n,
+                            n == 1 ? "" : "s");
+    return cg_cuda_rt_set_device(index);
+#else
+    (void)index;
+    return CG_ERR_UNSUPPORTED;
+#endif
+}
+
+int cg_cuda_current_device(void) {
+#ifdef CG_HAVE_CUDA
+    return cg_cuda_device_count() > 0 ? cg_cuda_rt_current_device() : -1;
+#else
+    return -1;
+#endif
+}
+
 static cg_status check_cuda_device(cg_device d, const char *what) {
     if (!cg_cuda_compiled()) return cg_set_error(CG_ERR_UNSUPPORTED, "%s: cgrad was built without CUDA", what);
     int n = cg_cuda_device_count();
@@ -102,6 +124,12 @@ cg_status cg_device_memcpy(cg_device dst_dev, void *dst, cg_device src_dev, cons
     if (s != CG_OK) return s;
 #ifdef CG_HAVE_CUDA
     int kind = src_dev.type == CG_DEVICE_CPU ? 0 : dst_dev.type == CG_DEVICE_CPU ? 1 : 2;
+    /* GPU to another GPU: the copy is queued on the destination's stream, so first wait for the work queued
+     * on the source's (which may still be writing src) */
+    if (kind == 2 && src_dev.index != dst_dev.index) {
+        if ((s = check_cuda_device(src_dev, "device_memcpy")) != CG_OK) return s;
+        if ((s = cg_cuda_rt_synchronize(src_dev.index)) != CG_OK) return s;
+    }
     return cg_cuda_rt_memcpy(gpu.index, dst, src, nbytes, kind);
 #else
     return s;

@@ -33,6 +33,11 @@ cg_status cg_device_parse(const char *s, cg_device *out);
 int cg_cuda_device_count(void);
 /* True when cgrad was built with the CUDA backend (whether or not a GPU is present). */
 bool cg_cuda_compiled(void);
+/* Makes GPU `index` current for this thread: kernels, streams and cuBLASLt handles follow it. Ops on CUDA
+ * tensors select their tensor's device themselves; this is for drivers (one rank per GPU). */
+cg_status cg_cuda_set_device(int index);
+/* The current GPU of this thread (0 when none was selected), or -1 without CUDA or a GPU. */
+int cg_cuda_current_device(void);
 
 /* Raw memory. CPU memory is 64-byte aligned. Returns NULL and sets an error on failure. */
 void *cg_device_malloc(cg_device d, size_t nbytes);

@@ -3,10 +3,14 @@
  * dimension); one whose second-to-last dim has unit stride is a transposed view, passed with the transpose
  * flag flipped; anything else is packed first. */
 #include <stdio.h>
+#include <string.h>
 
 #include "core/context.h"
 #include "core/gemm.h"
+#include "core/nn_linear.h"
 #include "core/ops.h"
+#include "core/ops_common.h"
+#include "cuda/matmul.h"
 
 #ifdef CG_HAVE_OPENMP
 #include <omp.h>
@@ -64,8 +68,12 @@ static void describe_operand(const cg_tensor *t, bool trans, int64_t k, char *bu
              (long long)k);
 }
 
-cg_status cg_matmul_into(cg_tensor *out, const cg_tensor *a, const cg_tensor *b, bool trans_a, bool trans_b,
-                         float alpha, float beta) {
+static cg_status matmul_cuda(cg_tensor *out, const cg_tensor *a, const cg_tensor *b, bool trans_a, bool trans_b,
+                             float alpha, float beta, const cg_tensor *bias, bool gelu, int nb,
+                             const int64_t *batch_shape, int64_t M, int64_t N, int64_t K);
+
+static cg_status matmul_impl(cg_tensor *out, const cg_tensor *a, const cg_tensor *b, bool trans_a, bool trans_b,
+                             float alpha, float beta, const cg_tensor *bias, bool gelu) {
     char da[200], db[200], dout[200];
     if (!out || !a || !b)
         return cg_set_error(CG_ERR_INVALID_ARG, "matmul: NULL tensor (out %s, a %s, b %s)", out ? "set" : "NULL",
@@ -73,13 +81,18 @@ cg_status cg_matmul_into(cg_tensor *out, const cg_tensor *a, const cg_tensor *b,
     cg_tensor_desc(a, da, sizeof da);
     cg_tensor_desc(b, db, sizeof db);
     cg_tensor_desc(out, dout, sizeof dout);
-    if (a->device.type != CG_DEVICE_CPU || b->device.type != CG_DEVICE_CPU || out->device.type != CG_DEVICE_CPU)
-        return cg_set_error(CG_ERR_UNSUPPORTED, "matmul: CUDA tensors need the CUDA backend (a %s, b %s, out %s)",
-                            da, db, dout);
-    if (a->dtype != CG_F32 || b->dtype != CG_F32)
+    bool on_cuda = cg_ops_on_cuda(out) || cg_ops_on_cuda(a) || cg_ops_on_cuda(b);
+    if (on_cuda && (!cg_device_eq(a->device, out->device) || !cg_device_eq(b->device, out->device)))
+        return cg_set_error(CG_ERR_DEVICE, "matmul: a %s, b %s and out %s must be on one device", da, db, dout);
+    if (on_cuda) {
+        cg_status st;
+        if ((st = cg_ops_check_float("matmul", "a", a)) != CG_OK || (st = cg_ops_check_float("matmul", "b", b)) != CG_OK ||
+            (st = cg_ops_check_float("matmul", "out", out)) != CG_OK)
+            return st;
+    } else if (a->dtype != CG_F32 || b->dtype != CG_F32)
         return cg_set_error(CG_ERR_DTYPE, "matmul: the CPU matmul takes f32 operands, got a %s and b %s "
                             "(convert with cg_copy first)", da, db);
-    if (out->dtype != CG_F32)
+    if (!on_cuda && out->dtype != CG_F32)
         return cg_set_error(CG_ERR_DTYPE, "matmul: out must be f32, got %s (a %s, b %s)", dout, da, db);
     if (a->ndim < 2 || b->ndim < 2)
         return cg_set_error(CG_ERR_SHAPE, "matmul: operands need at least 2 dims, got a %s and b %s "
@@ -127,9 +140,21 @@ cg_status cg_matmul_into(cg_tensor *out, const cg_tensor *a, const cg_tensor *b,
         return cg_set_error(CG_ERR_SHAPE, "matmul: out %s must have unit stride in its last dim and rows that "
                             "do not overlap (make it contiguous)", dout);
 
+    if (bias) {
+        char dbias[200];
+        if (bias->ndim != 1 || bias->shape[0] != N || !cg_device_eq(bias->device, out->device))
+            return cg_set_error(CG_ERR_SHAPE, "matmul: bias %s must be [%lld] on the device of out %s",
+                                cg_tensor_desc(bias, dbias, sizeof dbias), (long long)N, dout);
+        cg_status st = on_cuda ? cg_ops_check_float("matmul", "bias", bias) : cg_ops_check_f32("matmul", "bias", bias);
+        if (st != CG_OK) return st;
+    }
+    if ((bias || gelu) && !on_cuda && !cg_is_contiguous(out))
+        return cg_set_error(CG_ERR_SHAPE, "matmul: out %s must be packed for a bias or GELU epilogue", dout);
+
     int64_t batch = 1;
     for (int d = 0; d < nb; d++) batch *= batch_shape[d];
     if (batch == 0 || M == 0 || N == 0) return CG_OK;
+    if (on_cuda) return matmul_cuda(out, a, b, trans_a, trans_b, alpha, beta, bias, gelu, nb, batch_shape, M, N, K);
 
     matrix_operand pa, pb;
     cg_status st = prepare_operand(a, trans_a, nb, &pa);
@@ -160,5 +185,163 @@ cg_status cg_matmul_into(cg_tensor *out, const cg_tensor *a, const cg_tensor *b,
         cg_sgemm(pa.trans, pb.trans, M, N, K, alpha, pa.data + off_a, pa.ld, pb.data + off_b, pb.ld, beta,
                  out_data + off_out, ldc);
     }
+    if (bias || gelu) {
+        const cg_tensor *bp = bias ? cg_contiguous(bias) : NULL;
+        if (bias && !bp) return cg_last_status();
+        cg_cpu_bias_gelu_forward(out_data, NULL, bp ? cg_data(bp) : NULL, batch * M, N, gelu);
+    }
     return CG_OK;
+}
+
+cg_status cg_matmul_into(cg_tensor *out, const cg_tensor *a, const cg_tensor *b, bool trans_a, bool trans_b,
+                         float alpha, float beta) {
+    return matmul_impl(out, a, b, trans_a, trans_b, alpha, beta, NULL, false);
+}
+
+bool cg_matmul_set_tf32(bool on) {
+#ifdef CG_HAVE_CUDA
+    return cg_cuda_matmul_set_tf32(on);
+#else
+    (void)on;
+    return false;
+#endif
+}
+
+void cg_matmul_cuda_cache_stats(uint64_t *hits, uint64_t *misses) {
+#ifdef CG_HAVE_CUDA
+    cg_cuda_matmul_cache_stats(hits, misses);
+#else
+    if (hits) *hits = 0;
+    if (misses) *misses = 0;
+#endif
+}
+
+cg_status cg_matmul_bias_into(cg_tensor *out, const cg_tensor *a, const cg_tensor *b, bool trans_a, bool trans_b,
+                              const cg_tensor *bias, bool gelu) {
+    return matmul_impl(out, a, b, trans_a, trans_b, 1.0f, 0.0f, bias, gelu);
+}
+
+/* ------------------------------------------------------------------ CUDA (cuBLASLt) */
+
+/* The single batch stride of t's matrices over the flattened batch (nb dims of batch_shape), or false when
+ * its batch strides do not follow one stride (then it gets packed to the full batch shape). */
+static bool flat_batch_stride(const int64_t *strides, int nb, const int64_t *batch_shape, int64_t *flat) {
+    int64_t s = -1, inner = 1;
+    for (int d = nb - 1; d >= 0; d--) {
+        if (batch_shape[d] != 1) {
+            if (s < 0) s = strides[d] / (inner ? inner : 1);
+            if (strides[d] != s * inner) return false;
+        }
+        inner *= batch_shape[d];
+    }
+    *flat = s < 0 ? 0 : s;
+    return true;
+}
+
+/* One operand for cuBLASLt: the layout of its matrices (trans flag and ld as for cg_sgemm), a single batch
+ * stride, and one dtype. Copies (on the GPU) where the strides or dtype need it. */
+static cg_status cuda_operand(const cg_tensor *t, bool trans, cg_dtype dtype, int nb, const int64_t *batch_shape,
+                              bool full_batch, const void **data, bool *trans_out, int64_t *ld, int64_t *stride) {
+    if (t->dtype != dtype) {
+        t = cg_tensor_to(cg_step_arena(t->device), t, dtype);
+        if (!t) return cg_error_context("matmul: converting an operand: ");
+    }
+    matrix_operand op;
+    cg_status st = prepare_operand(t, trans, nb, &op);
+    if (st != CG_OK) return st;
+    if (!flat_batch_stride(op.batch_strides, nb, batch_shape, stride) || (full_batch && *stride == 0)) {
+        /* e.g. broadcast along an outer batch dim only, or shared by the whole batch where a zero batch stride
+         * is not wanted: materialise the full batch */
+        int64_t shape[CG_MAX_DIMS];
+        for (int d = 0; d < nb; d++) shape[d] = batch_shape[d];
+        shape[nb] = t->shape[t->ndim - 2], shape[nb + 1] = t->shape[t->ndim - 1];
+        cg_tensor *e = cg_view_expand(t, nb + 2, shape);
+        const cg_tensor *packed = e ? cg_tensor_clone(cg_step_arena(t->device), e) : NULL;
+        if (!packed) return cg_error_context("matmul: packing a broadcast operand: ");
+        if ((st = prepare_operand(packed, trans, nb, &op)) != CG_OK) return st;
+        flat_batch_stride(op.batch_strides, nb, batch_shape, stride);
+        t = packed;
+    }
+    *data = op.data;
+    *trans_out = op.trans;
+    *ld = op.ld;
+    return CG_OK;
+}
+
+static cg_status matmul_cuda(cg_tensor *out, const cg_tensor *a, const cg_tensor *b, bool trans_a, bool trans_b,
+                             float alpha, float beta, const cg_tensor *bias, bool gelu, int nb,
+                             const int64_t *batch_shape, int64_t M, int64_t N, int64_t K) {
+    cg_status st = cg_ops_cuda_enter("matmul", out);
+    if (st != CG_OK) return st;
+    if (K == 0) { /* an empty product: out = beta * out (+ bias, GELU) */
+        st = beta == 0.0f ? cg_fill(out, 0.0) : cg_affine_into(out, out, beta, 0.0f);
+        if (st == CG_OK && bias) {
+            cg_tensor *ob = cg_view_alias(out);
+            if (!ob) return cg_last_status();
+            st = cg_binary_into(CG_OP_ADD, ob, out, bias);
+        }
+        if (st == CG_OK && gelu) st = cg_unary_into(CG_OP_GELU_TANH, out, out);
+        return st;
+    }
+    /* one dtype for A and B: bf16 when both are, else f32 (the bf16 one is widened, exactly) */
+    cg_dtype ab = a->dtype == CG_BF16 && b->dtype == CG_BF16 ? CG_BF16 : CG_F32;
+    if (ab == CG_F32 && out->dtype == CG_BF16) { /* cuBLASLt has no f32 x f32 -> bf16: through an f32 result */
+        cg_tensor *tmp = cg_tensor_empty(cg_step_arena(out->device), CG_F32, out->ndim, out->shape);
+        if (!tmp || (beta != 0.0f && cg_copy(tmp, out) != CG_OK)) return cg_last_status();
+        st = matmul_cuda(tmp, a, b, trans_a, trans_b, alpha, beta, bias, gelu, nb, batch_shape, M, N, K);
+        return st == CG_OK ? cg_copy(out, tmp) : st;
+    }
+    cg_cuda_matmul_args p;
+    memset(&p, 0, sizeof p);
+    p.M = M, p.N = N, p.K = K;
+    p.batch = 1;
+    for (int d = 0; d < nb; d++) p.batch *= batch_shape[d];
+    p.ab_dtype = ab, p.c_dtype = out->dtype;
+    p.alpha = alpha, p.beta = beta;
+    if ((st = cuda_operand(a, trans_a, ab, nb, batch_shape, false, &p.a, &p.trans_a, &p.lda, &p.stride_a)) != CG_OK)
+        return st;
+    if ((st = cuda_operand(b, trans_b, ab, nb, batch_shape, false, &p.b, &p.trans_b, &p.ldb, &p.stride_b)) != CG_OK)
+        return st;
+    /* out: written in place when its rows have unit stride and its batch follows one stride, else through
+     * a packed temporary */
+    cg_tensor *c = out;
+    int64_t out_batch_strides[CG_MAX_DIMS];
+    for (int d = 0; d < nb; d++) out_batch_strides[d] = out->strides[d];
+    bool direct = flat_batch_stride(out_batch_strides, nb, batch_shape, &p.stride_c) && (p.batch == 1 || p.stride_c != 0);
+    if (!direct) {
+        c = cg_tensor_empty_like(cg_step_arena(out->device), out);
+        if (!c || (beta != 0.0f && cg_copy(c, out) != CG_OK)) return cg_last_status();
+        for (int d = 0; d < nb; d++) out_batch_strides[d] = c->strides[d];
+        flat_batch_stride(out_batch_strides, nb, batch_shape, &p.stride_c);
+    }
+    p.c = cg_data(c);
+    p.ldc = M > 1 ? c->strides[nb] : N;
+    if (bias) {
+        const cg_tensor *bp = bias;
+        if (bias->dtype != out->dtype || !cg_is_contiguous(bias)) bp = cg_tensor_to(cg_step_arena(out->device), bias, out->dtype);
+        if (!bp) return cg_last_status();
+        p.bias = cg_data(bp);
+    }
+    /* B shared by the whole batch and A's and C's matrices stacked row after row: one matmul of batch * M
+     * rows (the x [B, T, C] @ W case), which is faster and needs no zero batch stride */
+    if (p.batch > 1 && p.stride_b == 0 && !p.trans_a && p.stride_a == M * p.lda && p.stride_c == M * p.ldc &&
+        (M == 1 ? p.lda == K && p.ldc == N : true)) {
+        p.M = M * p.batch;
+        p.batch = 1;
+        p.stride_a = p.stride_c = 0;
+    }
+    /* any other operand shared by a batch is materialised: cuBLASLt's batches are kept to nonzero strides */
+    if (p.batch > 1 && p.stride_a == 0 &&
+        (st = cuda_operand(a, trans_a, ab, nb, batch_shape, true, &p.a, &p.trans_a, &p.lda, &p.stride_a)) != CG_OK)
+        return st;
+    if (p.batch > 1 && p.stride_b == 0 &&
+        (st = cuda_operand(b, trans_b, ab, nb, batch_shape, true, &p.b, &p.trans_b, &p.ldb, &p.stride_b)) != CG_OK)
+        return st;
+    p.epilogue = bias ? (gelu ? CG_CUDA_EPILOGUE_GELU_BIAS : CG_CUDA_EPILOGUE_BIAS)
+                      : (gelu ? CG_CUDA_EPILOGUE_GELU : CG_CUDA_EPILOGUE_NONE);
+#ifdef CG_HAVE_CUDA
+    st = cg_cuda_matmul(&p);
+#endif
+    if (st == CG_OK && c != out) st = cg_copy(out, c);
+    return st;
 }

@@ -85,9 +85,21 @@ cg_status cg_reduce_into(cg_reduce_op op, cg_tensor *out, cg_tensor *argout, con
 
 /* out = alpha * op(a) @ op(b) + beta * out, op = transpose of the last two dims when the flag is set.
  * a: [..., M, K] (or [..., K, M] transposed), b: [..., K, N] (or [..., N, K]); the batch dims broadcast.
- * 1-D tensors are not accepted here (reshape them). */
+ * 1-D tensors are not accepted here (reshape them). On a GPU (cuBLASLt): f32 or bf16 operands and out, fp32
+ * accumulation; f32 operands use TF32 unless cg_cuda_matmul_set_tf32(false). */
 cg_status cg_matmul_into(cg_tensor *out, const cg_tensor *a, const cg_tensor *b, bool trans_a, bool trans_b,
                          float alpha, float beta);
+
+/* out = op(a) @ op(b) + bias (one value per column of out, [N]; may be NULL), then GELU (tanh form) when
+ * gelu. On a GPU the bias and GELU run in cuBLASLt's epilogue; on the CPU out must be packed. */
+cg_status cg_matmul_bias_into(cg_tensor *out, const cg_tensor *a, const cg_tensor *b, bool trans_a, bool trans_b,
+                              const cg_tensor *bias, bool gelu);
+
+/* TF32 tensor cores for f32 matmuls on a GPU (on by default; ~1e-3 relative error, as PyTorch with
+ * allow_tf32). Off gives full fp32 products. Returns the previous setting (false in a build without CUDA). */
+bool cg_matmul_set_tf32(bool on);
+/* The GPU matmul's heuristic cache: lookups served from it and cuBLASLt heuristic queries made. */
+void cg_matmul_cuda_cache_stats(uint64_t *hits, uint64_t *misses);
 
 /* torch.gather: out[i][j][k] = x[index[i][j][k]][j][k] along axis; out has index's shape. */
 cg_status cg_gather_into(cg_tensor *out, const cg_tensor *x, int axis, const cg_tensor *index);

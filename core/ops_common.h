@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "core/tensor.h"
+#include "cuda/ops.h"
 
 /* Loops over fewer elements than this stay on one thread: below it, waking the OpenMP team costs more
  * than the work. */
@@ -89,5 +90,22 @@ void cg_ew_iter_run(const cg_ew_iter *it, cg_ew_run_fn fn, void *ctx, int64_t pa
 
 /* Number of threads a loop of n units should use (1 below parallel_min or without OpenMP). */
 int cg_ops_threads_for(int64_t n, int64_t parallel_min);
+
+/* ---- the CUDA side ---- */
+
+/* t is on the same device as ref (else a device error naming both). */
+cg_status cg_ops_check_same_device(const char *op, const cg_tensor *ref, const char *what, const cg_tensor *t);
+/* The iteration as the CUDA kernels take it; ts[k] gives operand k's dtype. */
+void cg_ops_cuda_ew(const cg_ew_iter *it, const cg_tensor *const *ts, cg_cuda_ew *out);
+/* Makes t's GPU current before a launch (ops run on their tensors' device); CG_ERR_UNSUPPORTED in a build
+ * without CUDA, where no CUDA tensor can exist. */
+cg_status cg_ops_cuda_enter(const char *op, const cg_tensor *t);
+/* An index tensor (i32/i64) on ref's device: cg_ops_check_index for the CPU, the same rule on a GPU. */
+cg_status cg_ops_check_index_on(const char *op, const char *what, const cg_tensor *t, const cg_tensor *ref);
+/* The first entry of index (row-major) outside [0, limit): *pos = -1 when there is none. On a GPU this waits
+ * for the scan's answer. */
+cg_status cg_ops_find_bad_index(const cg_tensor *index, int64_t limit, int64_t *value, int64_t *pos);
+/* True when t lives on a GPU. */
+static inline bool cg_ops_on_cuda(const cg_tensor *t) { return t && t->device.type == CG_DEVICE_CUDA; }
 
 #endif

@@ -94,6 +94,36 @@ cg_status cg_ops_check_index(const char *op, const char *what, const cg_tensor *
     return CG_OK;
 }
 
+cg_status cg_ops_check_same_device(const char *op, const cg_tensor *ref, const char *what, const cg_tensor *t) {
+    if (cg_device_eq(ref->device, t->device)) return CG_OK;
+    char d[2][CG_DESC_LEN];
+    return cg_set_error(CG_ERR_DEVICE, "%s: %s %s is not on the device of %s", op, what,
+                        cg_tensor_desc(t, d[0], sizeof d[0]), cg_tensor_desc(ref, d[1], sizeof d[1]));
+}
+
+void cg_ops_cuda_ew(const cg_ew_iter *it, const cg_tensor *const *ts, cg_cuda_ew *out) {
+    memset(out, 0, sizeof *out);
+    out->ndim = it->ndim;
+    out->nops = it->nops;
+    out->numel = it->numel;
+    for (int d = 0; d < it->ndim; d++) out->shape[d] = it->shape[d];
+    for (int k = 0; k < it->nops; k++) {
+        out->data[k] = it->base[k];
+        out->dtype[k] = ts[k]->dtype;
+        for (int d = 0; d < it->ndim; d++) out->strides[k][d] = it->strides[k][d];
+    }
+}
+
+cg_status cg_ops_cuda_enter(const char *op, const cg_tensor *t) {
+#ifdef CG_HAVE_CUDA
+    cg_status st = cg_cuda_set_device(t->device.index);
+    return st == CG_OK ? CG_OK : cg_error_context("%s: ", op);
+#else
+    (void)t;
+    return cg_set_error(CG_ERR_UNSUPPORTED, "%s: cgrad was built without CUDA", op);
+#endif
+}
+
 const char *cg_ops_shape_str(int ndim, const int64_t *shape, char *buf, size_t n) {
     size_t pos = (size_t)snprintf(buf, n, "[");
     for (int i = 0; i < ndim && pos < n; i++)
@@ -313,13 +343,15 @@ static void binary_run(void *ctx, int64_t n, char *const *p, const int64_t *s) {
 /* Checks out and the inputs of an n-input broadcasting op and builds its iterator (out is operand 0). */
 static cg_status broadcast_setup(const char *op, cg_tensor *out, int nin, const cg_tensor *const *in,
                                  const char *const *names, cg_ew_iter *it) {
-    cg_status st = cg_ops_check_f32(op, "out", out);
+    cg_status st = cg_ops_check_float(op, "out", out);
     if (st != CG_OK) return st;
     int nd = 0;
     int64_t shape[CG_MAX_DIMS];
     for (int k = 0; k < nin; k++) {
-        if (k == 0 && nin == 3) st = cg_ops_check_cpu(op, names[k], in[k]); /* where's condition: any listed dtype */
-        else st = cg_ops_check_f32(op, names[k], in[k]);
+        if (k == 0 && nin == 3) /* where's condition: any listed dtype */
+            st = cg_ops_on_cuda(in[k]) ? CG_OK : cg_ops_check_cpu(op, names[k], in[k]);
+        else st = cg_ops_check_float(op, names[k], in[k]);
+        if (st == CG_OK && in[k]) st = cg_ops_check_same_device(op, out, names[k], in[k]);
         if (st != CG_OK) return st;
     }
     for (int k = 0; k < nin; k++) {
@@ -358,6 +390,15 @@ cg_status cg_binary_into(cg_binary_op op, cg_tensor *out, const cg_tensor *a, co
     cg_ew_iter it;
     cg_status st = broadcast_setup(name, out, 2, in, names, &it);
     if (st != CG_OK) return st;
+    if (cg_ops_on_cuda(out)) {
+        if ((st = cg_ops_cuda_enter(name, out)) != CG_OK) return st;
+        const cg_tensor *ts[3] = {out, a, b};
+        cg_cuda_ew ew;
+        cg_ops_cuda_ew(&it, ts, &ew);
+#ifdef CG_HAVE_CUDA
+        return cg_cuda_binary((int)op, &ew);
+#endif
+    }
     cg_ew_iter_run(&it, binary_run, &op, CG_OPS_PARALLEL_MIN);
     return CG_OK;
 }
@@ -420,13 +461,28 @@ static void unary_run(void *ctx, int64_t n, char *const *p, const int64_t *s) {
 
 static cg_status unary_apply(const char *op, cg_tensor *out, const cg_tensor *x, unary_ctx *c) {
     cg_status st;
-    if ((st = cg_ops_check_f32(op, "out", out)) != CG_OK) return st;
-    if ((st = cg_ops_check_f32(op, "x", x)) != CG_OK) return st;
+    if ((st = cg_ops_check_float(op, "out", out)) != CG_OK) return st;
+    if ((st = cg_ops_check_float(op, "x", x)) != CG_OK) return st;
+    if ((st = cg_ops_check_same_device(op, out, "x", x)) != CG_OK) return st;
     if ((st = cg_ops_check_out_shape(op, out, x->ndim, x->shape)) != CG_OK) return st;
     if ((st = cg_ops_check_writable(op, out)) != CG_OK) return st;
-    cg_ew_operand ops[2] = {{cg_ops_data(out), 4, out->strides}, {cg_ops_data(x), 4, x->strides}};
+    cg_ew_operand ops[2] = {{cg_ops_data(out), (int64_t)cg_dtype_size(out->dtype), out->strides},
+                            {cg_ops_data(x), (int64_t)cg_dtype_size(x->dtype), x->strides}};
     cg_ew_iter it;
     cg_ew_iter_init(&it, x->ndim, x->shape, 2, ops);
+    if (cg_ops_on_cuda(out)) {
+        if ((st = cg_ops_cuda_enter(op, out)) != CG_OK) return st;
+        const cg_tensor *ts[2] = {out, x};
+        cg_cuda_ew ew;
+        cg_ops_cuda_ew(&it, ts, &ew);
+        int kind = c->op == UNARY_AFFINE ? CG_CUDA_UNARY_AFFINE : c->op == UNARY_POW ? CG_CUDA_UNARY_POW
+                 : c->op == UNARY_CLAMP ? CG_CUDA_UNARY_CLAMP : c->op;
+#ifdef CG_HAVE_CUDA
+        return cg_cuda_unary(kind, c->p0, c->p1, &ew);
+#else
+        (void)kind;
+#endif
+    }
     cg_ew_iter_run(&it, unary_run, c, CG_OPS_PARALLEL_MIN);
     return CG_OK;
 }
@@ -491,6 +547,15 @@ cg_status cg_where_into(cg_tensor *out, const cg_tensor *cond, const cg_tensor *
     cg_ew_iter it;
     cg_status st = broadcast_setup("where", out, 3, in, names, &it);
     if (st != CG_OK) return st;
+    if (cg_ops_on_cuda(out)) {
+        if ((st = cg_ops_cuda_enter("where", out)) != CG_OK) return st;
+        const cg_tensor *ts[4] = {out, cond, a, b};
+        cg_cuda_ew ew;
+        cg_ops_cuda_ew(&it, ts, &ew);
+#ifdef CG_HAVE_CUDA
+        return cg_cuda_where(&ew);
+#endif
+    }
     cg_dtype cond_dtype = cond->dtype;
     cg_ew_iter_run(&it, where_run, &cond_dtype, CG_OPS_PARALLEL_MIN);
     return CG_OK;

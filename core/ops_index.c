@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/context.h"
 #include "core/ops.h"
 #include "core/ops_common.h"
 
@@ -15,9 +16,17 @@
 
 static cg_status check_data_pair(const char *op, const char *what, const cg_tensor *out, const cg_tensor *x) {
     cg_status st;
+    char d[2][CG_DESC_LEN];
+    if (cg_ops_on_cuda(out) || cg_ops_on_cuda(x)) { /* a GPU moves any dtype, bf16 included */
+        if (!out || !x) return cg_set_error(CG_ERR_INVALID_ARG, "%s: %s is a NULL tensor", op, out ? what : "out");
+        if ((st = cg_ops_check_same_device(op, out, what, x)) != CG_OK) return st;
+        if (out->dtype != x->dtype)
+            return cg_set_error(CG_ERR_DTYPE, "%s: output %s must have the dtype of %s %s", op,
+                                cg_tensor_desc(out, d[0], sizeof d[0]), what, cg_tensor_desc(x, d[1], sizeof d[1]));
+        return cg_ops_check_writable(op, out);
+    }
     if ((st = cg_ops_check_cpu(op, "out", out)) != CG_OK) return st;
     if ((st = cg_ops_check_cpu(op, what, x)) != CG_OK) return st;
-    char d[2][CG_DESC_LEN];
     if (x->dtype == CG_BF16 || x->dtype == CG_F16)
         return cg_set_error(CG_ERR_DTYPE, "%s: %s %s must be f32 or an integer dtype (CPU compute is fp32; cast with "
                             "cg_copy first)", op, what, cg_tensor_desc(x, d[0], sizeof d[0]));
@@ -54,16 +63,48 @@ static void index_scan_run(void *ctx, int64_t n, char *const *p, const int64_t *
     c->pos += n;
 }
 
-/* Finds the first index outside [0, limit) in row-major order; returns false if there is none. */
-static bool find_bad_index(const cg_tensor *index, int64_t limit, int64_t *value, int64_t *pos) {
-    index_scan c = {index->dtype, limit, 0, -1, 0};
+cg_status cg_ops_check_index_on(const char *op, const char *what, const cg_tensor *t, const cg_tensor *ref) {
+    if (!cg_ops_on_cuda(t) && !cg_ops_on_cuda(ref)) return cg_ops_check_index(op, what, t);
+    if (!t) return cg_set_error(CG_ERR_INVALID_ARG, "%s: %s is a NULL tensor", op, what);
+    cg_status st = cg_ops_check_same_device(op, ref, what, t);
+    if (st != CG_OK) return st;
+    if (t->dtype != CG_I32 && t->dtype != CG_I64) {
+        char d[CG_DESC_LEN];
+        return cg_set_error(CG_ERR_DTYPE, "%s: %s %s must be i32 or i64", op, what, cg_tensor_desc(t, d, sizeof d));
+    }
+    return CG_OK;
+}
+
+cg_status cg_ops_find_bad_index(const cg_tensor *index, int64_t limit, int64_t *value, int64_t *pos) {
     cg_ew_operand op = {cg_ops_data(index), (int64_t)cg_dtype_size(index->dtype), index->strides};
     cg_ew_iter it;
     cg_ew_iter_init(&it, index->ndim, index->shape, 1, &op);
+    if (cg_ops_on_cuda(index)) {
+        cg_status st = cg_ops_cuda_enter("index check", index);
+        if (st != CG_OK) return st;
+        int64_t *scratch = cg_arena_alloc(cg_step_arena(index->device), 2 * sizeof(int64_t), 16);
+        if (!scratch) return cg_last_status();
+        cg_cuda_ew ew;
+        cg_ops_cuda_ew(&it, &index, &ew);
+#ifdef CG_HAVE_CUDA
+        return cg_cuda_find_bad_index(&ew, limit, scratch, pos, value);
+#endif
+    }
+    index_scan c = {index->dtype, limit, 0, -1, 0};
     cg_ew_iter_run(&it, index_scan_run, &c, INT64_MAX);
     *value = c.bad_value;
     *pos = c.bad_pos;
-    return c.bad_pos >= 0;
+    return CG_OK;
+}
+
+/* Finds the first index outside [0, limit) in row-major order; returns false if there is none (or the scan
+ * failed: then *pos is -2 and the error is set). */
+static bool find_bad_index(const cg_tensor *index, int64_t limit, int64_t *value, int64_t *pos) {
+    if (cg_ops_find_bad_index(index, limit, value, pos) != CG_OK) {
+        *pos = -2;
+        return false;
+    }
+    return *pos >= 0;
 }
 
 /* ------------------------------------------------------------------ the take kernel */
@@ -98,15 +139,26 @@ static void take_run(void *ctx, int64_t n, char *const *p, const int64_t *s) {
 }
 
 /* Runs the take kernel over out's shape. src_strides/index_strides are over out's dims. */
-static void take(cg_tensor *out, const cg_tensor *src, const int64_t *src_strides, int64_t axis_stride,
+static cg_status take(cg_tensor *out, const cg_tensor *src, const int64_t *src_strides, int64_t axis_stride,
                  const cg_tensor *index, const int64_t *index_strides) {
     cg_ew_operand ops[3] = {{cg_ops_data(out), (int64_t)cg_dtype_size(out->dtype), out->strides},
                             {cg_ops_data(src), (int64_t)cg_dtype_size(src->dtype), src_strides},
                             {cg_ops_data(index), (int64_t)cg_dtype_size(index->dtype), index_strides}};
     cg_ew_iter it;
     cg_ew_iter_init(&it, out->ndim, out->shape, 3, ops);
+    if (cg_ops_on_cuda(out)) {
+        cg_status st = cg_ops_cuda_enter("take", out);
+        if (st != CG_OK) return st;
+        const cg_tensor *ts[3] = {out, src, index};
+        cg_cuda_ew ew;
+        cg_ops_cuda_ew(&it, ts, &ew);
+#ifdef CG_HAVE_CUDA
+        return cg_cuda_take(&ew, axis_stride);
+#endif
+    }
     take_ctx c = {index->dtype, (int64_t)cg_dtype_size(src->dtype), axis_stride};
     cg_ew_iter_run(&it, take_run, &c, CG_OPS_PARALLEL_MIN);
+    return CG_OK;
 }
 
 /* ------------------------------------------------------------------ gather */
@@ -115,7 +167,7 @@ cg_status cg_gather_into(cg_tensor *out, const cg_tensor *x, int axis, const cg_
     cg_status st;
     char d[3][CG_DESC_LEN];
     if ((st = check_data_pair("gather", "x", out, x)) != CG_OK) return st;
-    if ((st = cg_ops_check_index("gather", "index", index)) != CG_OK) return st;
+    if ((st = cg_ops_check_index_on("gather", "index", index, x)) != CG_OK) return st;
     int ax = cg_normalize_axis(axis, x->ndim);
     if (ax < 0)
         return cg_set_error(CG_ERR_INVALID_ARG, "gather: axis %d is out of range for x %s", axis,
@@ -134,10 +186,10 @@ cg_status cg_gather_into(cg_tensor *out, const cg_tensor *x, int axis, const cg_
         return cg_set_error(CG_ERR_INVALID_ARG, "gather: index %lld at position %lld is outside [0, %lld) for axis %d of x %s",
                             (long long)value, (long long)pos, (long long)x->shape[ax], ax,
                             cg_tensor_desc(x, d[0], sizeof d[0]));
+    if (pos == -2) return cg_last_status();
     int64_t src_strides[CG_MAX_DIMS];
     for (int i = 0; i < x->ndim; i++) src_strides[i] = i == ax ? 0 : x->strides[i];
-    take(out, x, src_strides, x->strides[ax], index, index->strides);
-    return CG_OK;
+    return take(out, x, src_strides, x->strides[ax], index, index->strides);
 }
 
 /* ------------------------------------------------------------------ index_select */
@@ -146,7 +198,7 @@ cg_status cg_index_select_into(cg_tensor *out, const cg_tensor *x, int axis, con
     cg_status st;
     char d[2][CG_DESC_LEN];
     if ((st = check_data_pair("index_select", "x", out, x)) != CG_OK) return st;
-    if ((st = cg_ops_check_index("index_select", "index", index)) != CG_OK) return st;
+    if ((st = cg_ops_check_index_on("index_select", "index", index, x)) != CG_OK) return st;
     int ax = cg_normalize_axis(axis, x->ndim);
     if (ax < 0)
         return cg_set_error(CG_ERR_INVALID_ARG, "index_select: axis %d is out of range for x %s", axis,
@@ -162,13 +214,13 @@ cg_status cg_index_select_into(cg_tensor *out, const cg_tensor *x, int axis, con
                             "index_select: index %lld at position %lld is outside [0, %lld) for axis %d of x %s",
                             (long long)value, (long long)pos, (long long)x->shape[ax], ax,
                             cg_tensor_desc(x, d[0], sizeof d[0]));
+    if (pos == -2) return cg_last_status();
     int64_t src_strides[CG_MAX_DIMS], index_strides[CG_MAX_DIMS];
     for (int i = 0; i < x->ndim; i++) {
         src_strides[i] = i == ax ? 0 : x->strides[i];
         index_strides[i] = i == ax && index->ndim == 1 ? index->strides[0] : 0;
     }
-    take(out, x, src_strides, x->strides[ax], index, index_strides);
-    return CG_OK;
+    return take(out, x, src_strides, x->strides[ax], index, index_strides);
 }
 
 /* ------------------------------------------------------------------ embedding */
@@ -177,7 +229,7 @@ cg_status cg_embedding_into(cg_tensor *out, const cg_tensor *weight, const cg_te
     cg_status st;
     char d[2][CG_DESC_LEN];
     if ((st = check_data_pair("embedding", "weight", out, weight)) != CG_OK) return st;
-    if ((st = cg_ops_check_index("embedding", "ids", ids)) != CG_OK) return st;
+    if ((st = cg_ops_check_index_on("embedding", "ids", ids, weight)) != CG_OK) return st;
     if (weight->ndim != 2)
         return cg_set_error(CG_ERR_SHAPE, "embedding: weight %s must be 2-D [vocab, channels]",
                             cg_tensor_desc(weight, d[0], sizeof d[0]));
@@ -194,11 +246,11 @@ cg_status cg_embedding_into(cg_tensor *out, const cg_tensor *weight, const cg_te
         return cg_set_error(CG_ERR_INVALID_ARG, "embedding: id %lld at position %lld is outside [0, %lld) (weight %s)",
                             (long long)value, (long long)pos, (long long)weight->shape[0],
                             cg_tensor_desc(weight, d[0], sizeof d[0]));
+    if (pos == -2) return cg_last_status();
     int64_t src_strides[CG_MAX_DIMS] = {0}, ids_strides[CG_MAX_DIMS] = {0};
     src_strides[nd - 1] = weight->strides[1];
     memcpy(ids_strides, ids->strides, (size_t)ids->ndim * sizeof *ids_strides);
-    take(out, weight, src_strides, weight->strides[0], ids, ids_strides);
-    return CG_OK;
+    return take(out, weight, src_strides, weight->strides[0], ids, ids_strides);
 }
 
 /* ------------------------------------------------------------------ concat */
@@ -244,6 +296,16 @@ cg_status cg_concat_into(cg_tensor *out, int n, const cg_tensor *const *xs, int 
     }
     if ((st = cg_ops_check_out_shape("concat", out, first->ndim, shape)) != CG_OK) return st;
     int64_t es = (int64_t)cg_dtype_size(out->dtype), start = 0;
+    if (cg_ops_on_cuda(out)) { /* each input into its slice of out, with the strided copy kernel */
+        for (int i = 0; i < n; i++) {
+            if (cg_numel(xs[i]) > 0) {
+                cg_tensor *slice = cg_view_slice(out, ax, start, start + xs[i]->shape[ax], 1);
+                if (!slice || (st = cg_copy(slice, xs[i])) != CG_OK) return cg_last_status();
+            }
+            start += xs[i]->shape[ax];
+        }
+        return CG_OK;
+    }
     for (int i = 0; i < n; i++) {
         const cg_tensor *x = xs[i];
         if (cg_numel(x) > 0) {

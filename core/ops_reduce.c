@@ -15,6 +15,7 @@
 #include <omp.h>
 #endif
 
+#include "core/context.h"
 #include "core/ops.h"
 #include "core/ops_common.h"
 
@@ -210,6 +211,37 @@ static void fill_run(void *ctx, int64_t count, char *const *p, const int64_t *s)
     for (int64_t j = 0; j < count; j++) o[j * s[0]] = value;
 }
 
+/* ------------------------------------------------------------------ CUDA */
+
+/* The GPU kernel reads a packed x and writes packed outputs: a strided x is packed first, strided outputs
+ * are written through packed temporaries. */
+static cg_status reduce_cuda(cg_reduce_op op, cg_tensor *out, cg_tensor *argout, const cg_tensor *x, int ax,
+                             int64_t n) {
+    const char *name = cg_reduce_op_name(op);
+    cg_status st = cg_ops_cuda_enter(name, out);
+    if (st != CG_OK) return st;
+    if (n == 0) return cg_fill(out, op == CG_REDUCE_SUM ? 0.0 : NAN);
+    const cg_tensor *xc = cg_contiguous(x);
+    if (!xc) return cg_error_context("%s: packing x: ", name);
+    cg_tensor *o = out, *arg = argout;
+    if (!cg_is_contiguous(out) && !(o = cg_tensor_empty_like(cg_step_arena(out->device), out))) return cg_last_status();
+    if (argout && !cg_is_contiguous(argout) && !(arg = cg_tensor_empty_like(cg_step_arena(argout->device), argout)))
+        return cg_last_status();
+    int64_t outer = 1, inner = 1;
+    for (int i = 0; i < ax; i++) outer *= x->shape[i];
+    for (int i = ax + 1; i < x->ndim; i++) inner *= x->shape[i];
+#ifdef CG_HAVE_CUDA
+    size_t scratch_bytes = cg_cuda_reduce_scratch_bytes(outer, n, inner);
+    void *scratch = scratch_bytes ? cg_arena_alloc(cg_step_arena(out->device), scratch_bytes, 64) : NULL;
+    if (scratch_bytes && !scratch) return cg_last_status();
+    st = cg_cuda_reduce((int)op, cg_ops_data(o), o->dtype, arg ? (int64_t *)cg_ops_data(arg) : NULL, cg_ops_data(xc),
+                        xc->dtype, outer, n, inner, scratch);
+#endif
+    if (st == CG_OK && o != out) st = cg_copy(out, o);
+    if (st == CG_OK && arg != argout) st = cg_copy(argout, arg);
+    return st;
+}
+
 /* ------------------------------------------------------------------ entry point */
 
 cg_status cg_reduce_into(cg_reduce_op op, cg_tensor *out, cg_tensor *argout, const cg_tensor *x, int axis,
@@ -219,8 +251,9 @@ cg_status cg_reduce_into(cg_reduce_op op, cg_tensor *out, cg_tensor *argout, con
     const char *name = cg_reduce_op_name(op);
     char d[2][CG_DESC_LEN];
     cg_status st;
-    if ((st = cg_ops_check_f32(name, "out", out)) != CG_OK) return st;
-    if ((st = cg_ops_check_f32(name, "x", x)) != CG_OK) return st;
+    if ((st = cg_ops_check_float(name, "out", out)) != CG_OK) return st;
+    if ((st = cg_ops_check_float(name, "x", x)) != CG_OK) return st;
+    if ((st = cg_ops_check_same_device(name, out, "x", x)) != CG_OK) return st;
     int ax = cg_normalize_axis(axis, x->ndim);
     if (ax < 0)
         return cg_set_error(CG_ERR_INVALID_ARG, "%s: axis %d is out of range for %s", name, axis,
@@ -229,7 +262,8 @@ cg_status cg_reduce_into(cg_reduce_op op, cg_tensor *out, cg_tensor *argout, con
     if (argout) {
         if (!is_extreme)
             return cg_set_error(CG_ERR_INVALID_ARG, "%s: argout is only produced by max and min", name);
-        if ((st = cg_ops_check_cpu(name, "argout", argout)) != CG_OK) return st;
+        if (!cg_ops_on_cuda(argout) && (st = cg_ops_check_cpu(name, "argout", argout)) != CG_OK) return st;
+        if ((st = cg_ops_check_same_device(name, out, "argout", argout)) != CG_OK) return st;
         if (argout->dtype != CG_I64)
             return cg_set_error(CG_ERR_DTYPE, "%s: argout %s must be i64", name, cg_tensor_desc(argout, d[0], sizeof d[0]));
     }
@@ -251,6 +285,7 @@ cg_status cg_reduce_into(cg_reduce_op op, cg_tensor *out, cg_tensor *argout, con
                             cg_tensor_desc(x, d[0], sizeof d[0]));
     int64_t out_count = cg_numel(out);
     if (out_count == 0) return CG_OK;
+    if (cg_ops_on_cuda(out)) return reduce_cuda(op, out, argout, x, ax, n);
 
     float *o = (float *)cg_ops_data(out);
     int64_t *arg = argout ? (int64_t *)cg_ops_data(argout) : NULL;

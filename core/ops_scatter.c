@@ -7,6 +7,7 @@
  * thread count either. */
 #include <string.h>
 
+#include "core/context.h"
 #include "core/ops.h"
 #include "core/ops_common.h"
 
@@ -43,9 +44,62 @@ static void put_add_run(void *ctx, int64_t n, char *const *p, const int64_t *s) 
     }
 }
 
+/* The GPU put-add: every dim but the axis is iterated by threads, each walking the axis in order. */
+static cg_status put_add_cuda(const char *op, cg_tensor *out, int ax, int ndim, const int64_t *shape,
+                              const cg_tensor *src, const int64_t *src_strides, const cg_tensor *index,
+                              const int64_t *index_strides) {
+    cg_status st = cg_ops_cuda_enter(op, out);
+    if (st != CG_OK) return st;
+    int64_t value, pos;
+    if ((st = cg_ops_find_bad_index(index, out->shape[ax], &value, &pos)) != CG_OK) return st;
+    if (pos >= 0) {
+        char d[CG_DESC_LEN];
+        return cg_set_error(CG_ERR_INVALID_ARG, "%s: index %lld is outside [0, %lld) for axis %d of out %s", op,
+                            (long long)value, (long long)out->shape[ax], ax, cg_tensor_desc(out, d, sizeof d));
+    }
+    int64_t rshape[CG_MAX_DIMS], rs[3][CG_MAX_DIMS];
+    int nd = 0;
+    for (int i = 0; i < ndim; i++) {
+        if (i == ax) continue;
+        rshape[nd] = shape[i];
+        rs[0][nd] = out->strides[i], rs[1][nd] = src_strides[i], rs[2][nd] = index_strides[i];
+        nd++;
+    }
+    cg_ew_operand ops[3] = {{cg_ops_data(out), 4, rs[0]},
+                            {cg_ops_data(src), (int64_t)cg_dtype_size(src->dtype), rs[1]},
+                            {cg_ops_data(index), (int64_t)cg_dtype_size(index->dtype), rs[2]}};
+    cg_ew_iter it;
+    cg_ew_iter_init(&it, nd, rshape, 3, ops);
+    const cg_tensor *ts[3] = {out, src, index};
+    cg_cuda_ew ew;
+    cg_ops_cuda_ew(&it, ts, &ew);
+#ifdef CG_HAVE_CUDA
+    return cg_cuda_put_add(&ew, shape[ax], out->strides[ax], src_strides[ax], index_strides[ax]);
+#else
+    return CG_ERR_UNSUPPORTED;
+#endif
+}
+
+/* The GPU index_add through a sort: out [outer, V, C] packed f32 += src [outer, N, C] packed by the packed
+ * 1-D index (checked). */
+static cg_status index_add_sorted(cg_tensor *out, const cg_tensor *index, const cg_tensor *src, int64_t outer,
+                                  int64_t N, int64_t V, int64_t C) {
+#ifdef CG_HAVE_CUDA
+    size_t bytes = cg_cuda_index_add_sorted_scratch(N, V);
+    void *scratch = bytes ? cg_arena_alloc(cg_step_arena(out->device), bytes, 256) : NULL;
+    if (bytes && !scratch) return cg_last_status();
+    return cg_cuda_index_add_sorted((float *)cg_ops_data(out), cg_ops_data(index), index->dtype, cg_ops_data(src),
+                                    src->dtype, outer, N, V, C, scratch);
+#else
+    (void)out, (void)index, (void)src, (void)outer, (void)N, (void)V, (void)C;
+    return cg_set_error(CG_ERR_UNSUPPORTED, "index_add: cgrad was built without CUDA");
+#endif
+}
+
 /* dest[pos with the axis coordinate replaced by index] += src over the iteration shape (ndim, shape). */
 static cg_status put_add(const char *op, cg_tensor *out, int ax, int ndim, const int64_t *shape, const cg_tensor *src,
                          const int64_t *src_strides, const cg_tensor *index, const int64_t *index_strides) {
+    if (cg_ops_on_cuda(out)) return put_add_cuda(op, out, ax, ndim, shape, src, src_strides, index, index_strides);
     int64_t dst_strides[CG_MAX_DIMS];
     for (int i = 0; i < ndim; i++) dst_strides[i] = i == ax ? 0 : out->strides[i];
     cg_ew_operand ops[3] = {{cg_ops_data(out), 4, dst_strides},
@@ -67,9 +121,11 @@ static cg_status put_add(const char *op, cg_tensor *out, int ax, int ndim, const
 cg_status cg_scatter_add_into(cg_tensor *out, int axis, const cg_tensor *index, const cg_tensor *src) {
     cg_status st;
     char d[3][CG_DESC_LEN];
-    if ((st = cg_ops_check_f32("scatter_add", "out", out)) != CG_OK) return st;
-    if ((st = cg_ops_check_f32("scatter_add", "src", src)) != CG_OK) return st;
-    if ((st = cg_ops_check_index("scatter_add", "index", index)) != CG_OK) return st;
+    if ((st = cg_ops_check_float("scatter_add", "out", out)) != CG_OK) return st;
+    if (cg_ops_on_cuda(out) && out->dtype != CG_F32) return cg_set_error(CG_ERR_DTYPE, "scatter_add: out must be f32 (it accumulates)");
+    if ((st = cg_ops_check_float("scatter_add", "src", src)) != CG_OK) return st;
+    if ((st = cg_ops_check_same_device("scatter_add", out, "src", src)) != CG_OK) return st;
+    if ((st = cg_ops_check_index_on("scatter_add", "index", index, out)) != CG_OK) return st;
     if ((st = cg_ops_check_writable("scatter_add", out)) != CG_OK) return st;
     int ax = cg_normalize_axis(axis, out->ndim);
     if (ax < 0)
@@ -88,9 +144,11 @@ cg_status cg_scatter_add_into(cg_tensor *out, int axis, const cg_tensor *index, 
 cg_status cg_index_add_into(cg_tensor *out, int axis, const cg_tensor *index, const cg_tensor *src) {
     cg_status st;
     char d[3][CG_DESC_LEN];
-    if ((st = cg_ops_check_f32("index_add", "out", out)) != CG_OK) return st;
-    if ((st = cg_ops_check_f32("index_add", "src", src)) != CG_OK) return st;
-    if ((st = cg_ops_check_index("index_add", "index", index)) != CG_OK) return st;
+    if ((st = cg_ops_check_float("index_add", "out", out)) != CG_OK) return st;
+    if (cg_ops_on_cuda(out) && out->dtype != CG_F32) return cg_set_error(CG_ERR_DTYPE, "index_add: out must be f32 (it accumulates)");
+    if ((st = cg_ops_check_float("index_add", "src", src)) != CG_OK) return st;
+    if ((st = cg_ops_check_same_device("index_add", out, "src", src)) != CG_OK) return st;
+    if ((st = cg_ops_check_index_on("index_add", "index", index, out)) != CG_OK) return st;
     if ((st = cg_ops_check_writable("index_add", out)) != CG_OK) return st;
     int ax = cg_normalize_axis(axis, out->ndim);
     if (ax < 0)
@@ -102,6 +160,20 @@ cg_status cg_index_add_into(cg_tensor *out, int axis, const cg_tensor *index, co
         return cg_set_error(CG_ERR_SHAPE, "index_add: src %s must match out %s outside axis %d and have the 1-D "
                             "index %s's length along it", cg_tensor_desc(src, d[0], sizeof d[0]),
                             cg_tensor_desc(out, d[1], sizeof d[1]), ax, cg_tensor_desc(index, d[2], sizeof d[2]));
+    if (cg_ops_on_cuda(out) && cg_is_contiguous(out)) { /* sorted by index: fast and deterministic */
+        if ((st = cg_ops_cuda_enter("index_add", out)) != CG_OK) return st;
+        int64_t value, pos;
+        if ((st = cg_ops_find_bad_index(index, out->shape[ax], &value, &pos)) != CG_OK) return st;
+        if (pos >= 0)
+            return cg_set_error(CG_ERR_INVALID_ARG, "index_add: index %lld is outside [0, %lld) for axis %d of out %s",
+                                (long long)value, (long long)out->shape[ax], ax, cg_tensor_desc(out, d[0], sizeof d[0]));
+        const cg_tensor *sp = cg_contiguous(src), *ip = cg_contiguous(index);
+        if (!sp || !ip) return cg_last_status();
+        int64_t outer = 1, inner = 1;
+        for (int i = 0; i < ax; i++) outer *= out->shape[i];
+        for (int i = ax + 1; i < out->ndim; i++) inner *= out->shape[i];
+        return index_add_sorted(out, ip, sp, outer, index->shape[0], out->shape[ax], inner);
+    }
     int64_t index_strides[CG_MAX_DIMS] = {0};
     index_strides[ax] = index->strides[0];
     return put_add("index_add", out, ax, src->ndim, src->shape, src, src->strides, index, index_strides);
@@ -110,9 +182,12 @@ cg_status cg_index_add_into(cg_tensor *out, int axis, const cg_tensor *index, co
 cg_status cg_embedding_backward_into(cg_tensor *grad_weight, const cg_tensor *ids, const cg_tensor *grad_out) {
     cg_status st;
     char d[3][CG_DESC_LEN];
-    if ((st = cg_ops_check_f32("embedding_backward", "grad_weight", grad_weight)) != CG_OK) return st;
-    if ((st = cg_ops_check_f32("embedding_backward", "grad_out", grad_out)) != CG_OK) return st;
-    if ((st = cg_ops_check_index("embedding_backward", "ids", ids)) != CG_OK) return st;
+    if ((st = cg_ops_check_float("embedding_backward", "grad_weight", grad_weight)) != CG_OK) return st;
+    if (cg_ops_on_cuda(grad_weight) && grad_weight->dtype != CG_F32)
+        return cg_set_error(CG_ERR_DTYPE, "embedding_backward: grad_weight must be f32 (it accumulates)");
+    if ((st = cg_ops_check_float("embedding_backward", "grad_out", grad_out)) != CG_OK) return st;
+    if ((st = cg_ops_check_same_device("embedding_backward", grad_weight, "grad_out", grad_out)) != CG_OK) return st;
+    if ((st = cg_ops_check_index_on("embedding_backward", "ids", ids, grad_weight)) != CG_OK) return st;
     bool fits = grad_weight->ndim == 2 && grad_out->ndim == ids->ndim + 1 &&
                 grad_out->shape[ids->ndim] == grad_weight->shape[1];
     for (int i = 0; fits && i < ids->ndim; i++) fits = grad_out->shape[i] == ids->shape[i];
@@ -127,6 +202,15 @@ cg_status cg_embedding_backward_into(cg_tensor *grad_weight, const cg_tensor *id
     const cg_tensor *go = cg_contiguous(grad_out), *id = cg_contiguous(ids);
     if (!go || !id) return cg_last_status();
     int64_t n = cg_numel(id), C = grad_weight->shape[1], V = grad_weight->shape[0];
+    if (cg_ops_on_cuda(grad_weight)) { /* sorted by id on the GPU, then summed per id in position order */
+        if ((st = cg_ops_cuda_enter("embedding_backward", grad_weight)) != CG_OK) return st;
+        int64_t value, pos;
+        if ((st = cg_ops_find_bad_index(id, V, &value, &pos)) != CG_OK) return st;
+        if (pos >= 0)
+            return cg_set_error(CG_ERR_INVALID_ARG, "embedding_backward: id %lld at position %lld is outside [0, %lld)",
+                                (long long)value, (long long)pos, (long long)V);
+        return index_add_sorted(grad_weight, id, go, 1, n, V, C);
+    }
     const char *ids_p = cg_ops_data(id);
     int64_t ies = (int64_t)cg_dtype_size(id->dtype);
     for (int64_t i = 0; i < n; i++) {

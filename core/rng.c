@@ -5,6 +5,7 @@
 #include <stdbool.h>
 
 #include "core/context.h"
+#include "core/ops_common.h"
 
 /* Fills below this many Philox blocks stay on one thread: starting a parallel region costs more. */
 #define PARALLEL_MIN_BLOCKS 4096
@@ -36,47 +37,9 @@ void cg_rng_u32(cg_rng *rng, uint32_t *out, int64_t n) {
 
 /* ------------------------------------------------------------------ fills */
 
-typedef enum fill_kind { FILL_UNIFORM, FILL_NORMAL, FILL_RANDINT32, FILL_RANDINT64, FILL_BERNOULLI } fill_kind;
+typedef cg_rng_fill_params fill_params;
 
-typedef struct fill_params {
-    fill_kind kind;
-    float a, b;     /* uniform: lo, hi; normal: mean, std; bernoulli: p */
-    int64_t lo;     /* randint */
-    uint64_t range; /* randint: hi - lo */
-} fill_params;
-
-static int values_per_block(fill_kind kind) { return kind == FILL_RANDINT64 ? 2 : 4; }
-
-/* The values a block yields (floats in fv, integers in iv), per the layout in rng.h. */
-static void block_values(const fill_params *p, const uint32_t w[4], float fv[4], int64_t iv[4]) {
-    switch (p->kind) {
-    case FILL_UNIFORM:
-        for (int j = 0; j < 4; j++) fv[j] = cg_rng_uniform_f32(w[j], p->a, p->b);
-        break;
-    case FILL_NORMAL:
-        for (int j = 0; j < 4; j += 2) {
-            float z0, z1;
-            cg_rng_box_muller(w[j], w[j + 1], &z0, &z1);
-            fv[j] = cg_rng_affine_f32(z0, p->a, p->b);
-            fv[j + 1] = cg_rng_affine_f32(z1, p->a, p->b);
-        }
-        break;
-    case FILL_RANDINT32:
-        for (int j = 0; j < 4; j++) iv[j] = cg_rng_randint32(w[j], p->lo, p->range);
-        break;
-    case FILL_RANDINT64:
-        iv[0] = cg_rng_randint64(w[0], w[1], p->lo, p->range);
-        iv[1] = cg_rng_randint64(w[2], w[3], p->lo, p->range);
-        break;
-    case FILL_BERNOULLI:
-        for (int j = 0; j < 4; j++) {
-            bool hit = cg_rng_unit_f32(w[j]) < p->a;
-            fv[j] = hit ? 1.0f : 0.0f;
-            iv[j] = hit;
-        }
-        break;
-    }
-}
+static int values_per_block(cg_rng_fill_kind kind) { return cg_rng_fill_per_block(kind); }
 
 /* Element offset (in elements, from the storage start) of flat row-major position i. */
 static int64_t flat_to_offset(const cg_tensor *t, int64_t i) {
@@ -112,7 +75,7 @@ static void fill_cpu(const cg_rng *rng, cg_tensor *out, const fill_params *p, in
         float fv[4] = {0};
         int64_t iv[4] = {0};
         cg_rng_block(rng->seed, rng->stream, rng->offset + (uint64_t)b, w);
-        block_values(p, w, fv, iv);
+        cg_rng_fill_block(p, w, fv, iv);
         for (int j = 0; j < per_block; j++) {
             int64_t i = b * per_block + j;
             if (i >= n) break;
@@ -143,7 +106,7 @@ static cg_status check_out(const char *op, const cg_rng *rng, const cg_tensor *o
     return CG_OK;
 }
 
-/* Fills out (checked) and advances the offset. A CUDA tensor gets a host-filled copy. */
+/* Fills out (checked) and advances the offset. A CUDA tensor is filled by the kernel of cuda/rng.cu. */
 static cg_status run_fill(cg_rng *rng, cg_tensor *out, const fill_params *p) {
     int64_t n = cg_numel(out);
     int per_block = values_per_block(p->kind);
@@ -151,12 +114,16 @@ static cg_status run_fill(cg_rng *rng, cg_tensor *out, const fill_params *p) {
         if (out->device.type == CG_DEVICE_CPU) {
             fill_cpu(rng, out, p, n);
         } else {
-            cg_arena *host = cg_step_arena(CG_CPU);
-            if (!host) return cg_last_status();
-            cg_tensor *tmp = cg_tensor_empty(host, out->dtype, out->ndim, out->shape);
-            if (!tmp) return cg_last_status();
-            fill_cpu(rng, tmp, p, n);
-            cg_status st = cg_copy(out, tmp);
+            cg_status st = cg_ops_cuda_enter("rng fill", out);
+            if (st != CG_OK) return st;
+            cg_ew_operand op = {cg_ops_data(out), (int64_t)cg_dtype_size(out->dtype), out->strides};
+            cg_ew_iter it;
+            cg_ew_iter_init(&it, out->ndim, out->shape, 1, &op);
+            cg_cuda_ew ew;
+            cg_ops_cuda_ew(&it, (const cg_tensor *const *)&out, &ew);
+#ifdef CG_HAVE_CUDA
+            st = cg_cuda_rng_fill(&ew, p, rng->seed, rng->stream, rng->offset);
+#endif
             if (st != CG_OK) return st;
         }
     }
@@ -171,7 +138,7 @@ cg_status cg_rng_uniform(cg_rng *rng, cg_tensor *out, float lo, float hi) {
     if (!isfinite(lo) || !isfinite(hi) || !(lo < hi) || !isfinite(hi - lo))
         return cg_set_error(CG_ERR_INVALID_ARG, "rng_uniform: needs finite lo < hi with finite hi - lo, got [%g, %g)",
                             (double)lo, (double)hi);
-    fill_params p = {.kind = FILL_UNIFORM, .a = lo, .b = hi};
+    fill_params p = {.kind = CG_RNG_FILL_UNIFORM, .a = lo, .b = hi};
     return run_fill(rng, out, &p);
 }
 
@@ -182,7 +149,7 @@ cg_status cg_rng_normal(cg_rng *rng, cg_tensor *out, float mean, float std) {
     if (!isfinite(mean) || !isfinite(std) || std < 0)
         return cg_set_error(CG_ERR_INVALID_ARG, "rng_normal: needs a finite mean and a finite std >= 0, got mean %g std %g",
                             (double)mean, (double)std);
-    fill_params p = {.kind = FILL_NORMAL, .a = mean, .b = std};
+    fill_params p = {.kind = CG_RNG_FILL_NORMAL, .a = mean, .b = std};
     return run_fill(rng, out, &p);
 }
 
@@ -197,7 +164,7 @@ cg_status cg_rng_randint(cg_rng *rng, cg_tensor *out, int64_t lo, int64_t hi) {
         return cg_set_error(CG_ERR_INVALID_ARG, "rng_randint: [%lld, %lld) does not fit the i32 output",
                             (long long)lo, (long long)hi);
     uint64_t range = (uint64_t)hi - (uint64_t)lo; /* exact for any lo < hi */
-    fill_params p = {.kind = range <= (UINT64_C(1) << 32) ? FILL_RANDINT32 : FILL_RANDINT64, .lo = lo, .range = range};
+    fill_params p = {.kind = range <= (UINT64_C(1) << 32) ? CG_RNG_FILL_RANDINT32 : CG_RNG_FILL_RANDINT64, .lo = lo, .range = range};
     return run_fill(rng, out, &p);
 }
 
@@ -207,6 +174,6 @@ cg_status cg_rng_bernoulli(cg_rng *rng, cg_tensor *out, float p) {
     if (st != CG_OK) return st;
     if (!(p >= 0.0f && p <= 1.0f))
         return cg_set_error(CG_ERR_INVALID_ARG, "rng_bernoulli: needs 0 <= p <= 1, got p = %g", (double)p);
-    fill_params fp = {.kind = FILL_BERNOULLI, .a = p};
+    fill_params fp = {.kind = CG_RNG_FILL_BERNOULLI, .a = p};
     return run_fill(rng, out, &fp);
 }

@@ -165,6 +165,57 @@ CG_RNG_FN int64_t cg_rng_randint64(uint32_t lo_word, uint32_t hi_word, int64_t l
     return (int64_t)((uint64_t)lo + cg_rng_mulhi64(x, range));
 }
 
+/* ---- the values of one block for each kind of tensor fill (shared by the CPU fill and the CUDA kernel) ---- */
+
+typedef enum cg_rng_fill_kind {
+    CG_RNG_FILL_UNIFORM,
+    CG_RNG_FILL_NORMAL,
+    CG_RNG_FILL_RANDINT32,
+    CG_RNG_FILL_RANDINT64,
+    CG_RNG_FILL_BERNOULLI
+} cg_rng_fill_kind;
+
+typedef struct cg_rng_fill_params {
+    cg_rng_fill_kind kind;
+    float a, b;     /* uniform: lo, hi; normal: mean, std; bernoulli: p */
+    int64_t lo;     /* randint */
+    uint64_t range; /* randint: hi - lo */
+} cg_rng_fill_params;
+
+/* Values per block: 2 for 64-bit integers, else 4. */
+CG_RNG_FN int cg_rng_fill_per_block(cg_rng_fill_kind kind) { return kind == CG_RNG_FILL_RANDINT64 ? 2 : 4; }
+
+/* The values a block's words yield (floats in fv, integers in iv), per the layout above. */
+CG_RNG_FN void cg_rng_fill_block(const cg_rng_fill_params *p, const uint32_t w[4], float fv[4], int64_t iv[4]) {
+    switch (p->kind) {
+    case CG_RNG_FILL_UNIFORM:
+        for (int j = 0; j < 4; j++) fv[j] = cg_rng_uniform_f32(w[j], p->a, p->b);
+        break;
+    case CG_RNG_FILL_NORMAL:
+        for (int j = 0; j < 4; j += 2) {
+            float z0, z1;
+            cg_rng_box_muller(w[j], w[j + 1], &z0, &z1);
+            fv[j] = cg_rng_affine_f32(z0, p->a, p->b);
+            fv[j + 1] = cg_rng_affine_f32(z1, p->a, p->b);
+        }
+        break;
+    case CG_RNG_FILL_RANDINT32:
+        for (int j = 0; j < 4; j++) iv[j] = cg_rng_randint32(w[j], p->lo, p->range);
+        break;
+    case CG_RNG_FILL_RANDINT64:
+        iv[0] = cg_rng_randint64(w[0], w[1], p->lo, p->range);
+        iv[1] = cg_rng_randint64(w[2], w[3], p->lo, p->range);
+        break;
+    case CG_RNG_FILL_BERNOULLI:
+        for (int j = 0; j < 4; j++) {
+            int hit = cg_rng_unit_f32(w[j]) < p->a;
+            fv[j] = hit ? 1.0f : 0.0f;
+            iv[j] = hit;
+        }
+        break;
+    }
+}
+
 /* ---- generator state ---- */
 
 typedef struct cg_rng {

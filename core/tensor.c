@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/context.h"
+#include "core/ops_common.h"
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -488,6 +489,31 @@ static void host_copy(cg_tensor *dst, const cg_tensor *src) {
     }
 }
 
+/* dst = src with the CUDA copy kernel: both on one GPU, any strides and dtypes. */
+static cg_status cuda_copy_on_device(cg_tensor *dst, const cg_tensor *src) {
+    if (dst->dtype == src->dtype && cg_is_contiguous(dst) && cg_is_contiguous(src))
+        return cg_device_memcpy(dst->device, cg_data(dst), src->device, cg_data(src), cg_nbytes(dst));
+    cg_status st = cg_ops_cuda_enter("copy", dst);
+    if (st != CG_OK) return st;
+    int64_t ds[CG_MAX_DIMS], ss[CG_MAX_DIMS];
+    for (int i = 0; i < dst->ndim; i++) {
+        ds[i] = dst->shape[i] == 1 ? 0 : dst->strides[i];
+        ss[i] = dst->shape[i] == 1 ? 0 : src->strides[i];
+    }
+    cg_ew_operand ops[2] = {{cg_ops_data(dst), (int64_t)cg_dtype_size(dst->dtype), ds},
+                            {cg_ops_data(src), (int64_t)cg_dtype_size(src->dtype), ss}};
+    cg_ew_iter it;
+    cg_ew_iter_init(&it, dst->ndim, dst->shape, 2, ops);
+    const cg_tensor *ts[2] = {dst, src};
+    cg_cuda_ew ew;
+    cg_ops_cuda_ew(&it, ts, &ew);
+#ifdef CG_HAVE_CUDA
+    return cg_cuda_copy(&ew);
+#else
+    return cg_set_error(CG_ERR_UNSUPPORTED, "copy: cgrad was built without CUDA");
+#endif
+}
+
 cg_status cg_copy(cg_tensor *dst, const cg_tensor *src) {
     char a[160], b[160];
     if (!dst || !src) return cg_set_error(CG_ERR_INVALID_ARG, "copy: NULL tensor");
@@ -499,29 +525,38 @@ cg_status cg_copy(cg_tensor *dst, const cg_tensor *src) {
         host_copy(dst, src);
         return CG_OK;
     }
-    /* Across devices (or on one GPU): packed same-dtype data moves with one memcpy. Anything else goes
-     * through host staging here; the CUDA backend adds strided/cast kernels for the on-device case. */
+    if (cg_numel(dst) == 0) return CG_OK;
+    if (cg_device_eq(dst->device, src->device)) return cuda_copy_on_device(dst, src);
+    /* Across devices: packed same-dtype data moves with one memcpy. Otherwise a strided or converting copy
+     * runs on the side that has the kernel: the source is packed where it lives, moved packed, and
+     * scattered/converted where it lands. */
     if (dst->dtype == src->dtype && cg_is_contiguous(dst) && cg_is_contiguous(src))
         return cg_device_memcpy(dst->device, cg_data(dst), src->device, cg_data(src), cg_nbytes(dst));
-    cg_arena *tmp = cg_step_arena(CG_CPU);
-    if (!tmp) return cg_last_status();
     const cg_tensor *s = src;
-    if (!src_cpu) {
-        cg_tensor *staged = cg_tensor_clone(tmp, src);
-        if (!staged) return cg_last_status();
-        s = staged;
+    if (!cg_is_contiguous(src)) {
+        cg_arena *sa = cg_step_arena(src->device);
+        cg_tensor *packed = sa ? cg_tensor_empty(sa, src->dtype, src->ndim, src->shape) : NULL;
+        if (!packed) return cg_last_status();
+        cg_status st = src_cpu ? (host_copy(packed, src), CG_OK) : cuda_copy_on_device(packed, src);
+        if (st != CG_OK) return st;
+        s = packed;
     }
-    if (dst_cpu) {
-        host_copy(dst, s);
+    if (dst_cpu) { /* download packed, then convert/scatter on the host */
+        cg_arena *tmp = cg_step_arena(CG_CPU);
+        cg_tensor *h = tmp ? cg_tensor_empty(tmp, s->dtype, s->ndim, s->shape) : NULL;
+        if (!h) return cg_last_status();
+        cg_status st = cg_device_memcpy(CG_CPU, cg_data(h), s->device, cg_data(s), cg_nbytes(h));
+        if (st != CG_OK) return st;
+        host_copy(dst, h);
         return CG_OK;
     }
-    cg_tensor *packed = cg_tensor_empty(tmp, dst->dtype, dst->ndim, dst->shape);
-    if (!packed) return cg_last_status();
-    host_copy(packed, s);
-    if (cg_is_contiguous(dst))
-        return cg_device_memcpy(dst->device, cg_data(dst), CG_CPU, cg_data(packed), cg_nbytes(dst));
-    return cg_set_error(CG_ERR_UNSUPPORTED, "copy: writing into a strided view of a %s tensor from another "
-                        "device is not supported yet", cg_tensor_desc(dst, a, sizeof a));
+    /* upload (or move between GPUs) packed, then convert/scatter on the destination GPU */
+    cg_arena *da = cg_step_arena(dst->device);
+    cg_tensor *d = da ? cg_tensor_empty(da, s->dtype, s->ndim, s->shape) : NULL;
+    if (!d) return cg_last_status();
+    cg_status st = cg_device_memcpy(dst->device, cg_data(d), s->device, cg_data(s), cg_nbytes(d));
+    if (st != CG_OK) return st;
+    return cuda_copy_on_device(dst, d);
 }
 
 cg_tensor *cg_tensor_clone(cg_arena *a, const cg_tensor *t) {
@@ -576,11 +611,18 @@ cg_status cg_fill(cg_tensor *t, double value) {
         }
         return CG_OK;
     }
-    /* On a GPU: fill a host copy and upload (the CUDA backend will replace this with a kernel). */
-    cg_arena *tmp = cg_step_arena(CG_CPU);
-    if (!tmp) return cg_last_status();
-    cg_tensor *h = cg_tensor_empty(tmp, t->dtype, t->ndim, t->shape);
-    if (!h) return cg_last_status();
-    for (int64_t i = 0; i < n; i++) cg_set_flat(h, i, value);
-    return cg_copy(t, h);
+    if (n == 0) return CG_OK;
+    cg_status st = cg_ops_cuda_enter("fill", t);
+    if (st != CG_OK) return st;
+    if ((st = cg_ops_check_writable("fill", t)) != CG_OK) return st;
+    cg_ew_operand op = {cg_ops_data(t), (int64_t)cg_dtype_size(t->dtype), t->strides};
+    cg_ew_iter it;
+    cg_ew_iter_init(&it, t->ndim, t->shape, 1, &op);
+    cg_cuda_ew ew;
+    cg_ops_cuda_ew(&it, (const cg_tensor *const *)&t, &ew);
+#ifdef CG_HAVE_CUDA
+    return cg_cuda_fill(&ew, value);
+#else
+    return cg_set_error(CG_ERR_UNSUPPORTED, "fill: cgrad was built without CUDA");
+#endif
 }

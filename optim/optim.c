@@ -8,6 +8,7 @@
 #include "core/parallel.h"
 #include "core/rng.h"
 #include "optim/optim_internal.h"
+#include "cuda/optim.h"
 
 /* ------------------------------------------------------------------ configuration */
 
@@ -94,14 +95,21 @@ static cg_status check_config(const cg_optimizer_config *c) {
     return CG_OK;
 }
 
-static cg_status check_param(const cg_tensor *t, int i) {
+static cg_status check_param(const cg_tensor *t, int i, cg_device device) {
     char desc[96];
     if (!t) return cg_set_error(CG_ERR_INVALID_ARG, "optimizer: parameter %d is NULL", i);
     const char *name = t->name ? t->name : "(unnamed)";
-    if (t->device.type != CG_DEVICE_CPU)
-        return cg_set_error(CG_ERR_UNSUPPORTED,
-                            "optimizer: parameter %d (%s, %s) is on a GPU: the CUDA optimizer is not built yet", i,
-                            name, cg_tensor_desc(t, desc, sizeof desc));
+    if (!cg_device_eq(t->device, device)) {
+        char d0[16];
+        return cg_set_error(CG_ERR_DEVICE, "optimizer: parameter %d (%s, %s) is not on %s, the device of parameter 0",
+                            i, name, cg_tensor_desc(t, desc, sizeof desc), cg_device_str(device, d0, sizeof d0));
+    }
+    if (t->device.type == CG_DEVICE_CUDA && !cg_cuda_compiled())
+        return cg_set_error(CG_ERR_UNSUPPORTED, "optimizer: parameter %d (%s, %s) is on a GPU but cgrad was built "
+                            "without CUDA", i, name, cg_tensor_desc(t, desc, sizeof desc));
+    if (t->device.type == CG_DEVICE_CUDA && t->device.index >= cg_cuda_device_count())
+        return cg_set_error(CG_ERR_DEVICE, "optimizer: parameter %d (%s, %s) is on a GPU that does not exist", i, name,
+                            cg_tensor_desc(t, desc, sizeof desc));
     if (t->dtype != CG_F32)
         return cg_set_error(CG_ERR_DTYPE, "optimizer: parameter %d (%s, %s) must be f32 (fp32 master weights)", i, name,
                             cg_tensor_desc(t, desc, sizeof desc));
@@ -112,6 +120,66 @@ static cg_status check_param(const cg_tensor *t, int i) {
 }
 
 /* ------------------------------------------------------------------ create / free */
+
+/* ------------------------------------------------------------------ GPU tables */
+
+/* The host mirror of the kernels' parameter table, from the current gradient pointers. Returns true when it
+ * changed (then it must be uploaded). */
+static bool cuda_params_refresh(cg_optimizer *o) {
+    cg_cuda_optim_param *hp = o->host_params;
+    bool changed = false;
+    for (int i = 0; i < o->n_params; i++) {
+        const cg_optim_param *p = &o->params[i];
+        cg_cuda_optim_param q = {
+            .w = cg_data(p->t),
+            .g = p->t->grad ? (const float *)cg_data(p->t->grad) : NULL,
+            .s0 = p->state[0],
+            .s1 = p->state[1],
+            .working = p->working ? (uint16_t *)cg_data(p->working) : NULL,
+            .numel = p->numel,
+            .global_offset = p->global_offset,
+            .lr_mult = p->lr_mult,
+            .weight_decay = p->weight_decay,
+        };
+        if (memcmp(&hp[i], &q, sizeof q) != 0) {
+            hp[i] = q;
+            changed = true;
+        }
+    }
+    return changed;
+}
+
+static cg_status cuda_params_upload(cg_optimizer *o, bool force) {
+    if (!cuda_params_refresh(o) && !force) return CG_OK;
+    return cg_device_memcpy(o->device, o->cuda_params, CG_CPU, o->host_params,
+                            sizeof(cg_cuda_optim_param) * (size_t)o->n_params);
+}
+
+static cg_status cuda_tables_create(cg_optimizer *o) {
+    size_t pbytes = sizeof(cg_cuda_optim_param) * (size_t)(o->n_params + 1);
+    size_t cbytes = sizeof(cg_cuda_optim_chunk) * (size_t)(o->n_chunks + 1);
+    o->host_params = calloc(1, pbytes);
+    o->chunk_sumsq = calloc((size_t)(o->n_chunks + 1), sizeof(double));
+    o->chunk_nonfinite = calloc((size_t)(o->n_chunks + 1), sizeof(int64_t));
+    cg_cuda_optim_chunk *hc = calloc(1, cbytes);
+    o->cuda_params = cg_arena_alloc(o->arena, pbytes, 64);
+    o->cuda_chunks = cg_arena_alloc(o->arena, cbytes, 64);
+    o->cuda_sumsq = cg_arena_alloc(o->arena, sizeof(double) * (size_t)(o->n_chunks + 1), 64);
+    o->cuda_nonfinite = cg_arena_alloc(o->arena, sizeof(int64_t) * (size_t)(o->n_chunks + 1), 64);
+    cg_status s = CG_OK;
+    if (!o->host_params || !o->chunk_sumsq || !o->chunk_nonfinite || !hc)
+        s = cg_set_error(CG_ERR_OOM, "optimizer: out of host memory for the GPU tables");
+    else if (!o->cuda_params || !o->cuda_chunks || !o->cuda_sumsq || !o->cuda_nonfinite)
+        s = cg_error_context("optimizer: GPU tables: ");
+    if (s == CG_OK) {
+        for (int64_t c = 0; c < o->n_chunks; c++)
+            hc[c] = (cg_cuda_optim_chunk){o->chunks[c].param, o->chunks[c].start, o->chunks[c].len};
+        s = cg_device_memcpy(o->device, o->cuda_chunks, CG_CPU, hc, cbytes);
+    }
+    if (s == CG_OK) s = cuda_params_upload(o, true);
+    free(hc);
+    return s;
+}
 
 /* The optimizer over params[0..n) with per-parameter lr multipliers and weight decays. */
 static cg_status create_flat(const cg_optimizer_config *cfg, int n, cg_tensor *const *list, const float *lr_mult,
@@ -127,9 +195,11 @@ static cg_status create_flat(const cg_optimizer_config *cfg, int n, cg_tensor *c
         return cg_set_error(CG_ERR_OOM, "optimizer: out of host memory for %d parameters", n);
     }
     int64_t total = 0, n_chunks = 0;
+    o->device = n > 0 && list[0] ? list[0]->device : CG_CPU;
+    bool gpu = o->device.type == CG_DEVICE_CUDA;
     for (int i = 0; i < n; i++) {
         cg_tensor *t = list[i];
-        if ((s = check_param(t, i)) != CG_OK) goto fail;
+        if ((s = check_param(t, i, o->device)) != CG_OK) goto fail;
         for (int j = 0; j < i; j++) {
             if (o->params[j].t == t) {
                 s = cg_set_error(CG_ERR_INVALID_ARG, "optimizer: parameter %d (%s) is listed twice (also as %d)", i,
@@ -153,6 +223,11 @@ static cg_status create_flat(const cg_optimizer_config *cfg, int n, cg_tensor *c
     o->shard_lo = 0;
     o->shard_hi = total;
     o->shard_size = total;
+    if (world > 1 && gpu) {
+        s = cg_set_error(CG_ERR_UNSUPPORTED, "optimizer (ZeRO-1): sharding the state of CUDA parameters is not "
+                         "implemented yet (use the unsharded optimizer)");
+        goto fail;
+    }
     if (world > 1) {
         int rank = cg_comm_rank(comm);
         o->comm = comm;
@@ -205,12 +280,14 @@ static cg_status create_flat(const cg_optimizer_config *cfg, int n, cg_tensor *c
         o->n_update_chunks = n_chunks;
     }
 
-    /* One arena chunk for everything: state tensors (64-byte aligned each) and the per-chunk sums. */
+    /* One arena chunk for everything: state tensors (64-byte aligned each), the per-chunk sums and, on a
+     * GPU, the kernels' tables. */
     int64_t shard_total = o->shard_hi - o->shard_lo;
     size_t gather_bytes = o->comm ? (size_t)world * (size_t)o->shard_size * sizeof(float) + 64 : 0;
     size_t bytes = (size_t)o->n_state * ((size_t)shard_total * sizeof(float) + 64 * (size_t)n) +
                    (size_t)(n_chunks + 1) * (sizeof(double) + sizeof(int64_t)) + 256 + gather_bytes;
-    o->arena = cg_arena_create("optimizer", CG_CPU, bytes);
+    if (gpu) bytes += (size_t)(n + 1) * sizeof(cg_cuda_optim_param) + (size_t)(n_chunks + 1) * sizeof(cg_cuda_optim_chunk) + 256;
+    o->arena = cg_arena_create("optimizer", o->device, bytes);
     if (!o->arena) {
         s = cg_error_context("optimizer: ");
         goto fail;
@@ -224,15 +301,19 @@ static cg_status create_flat(const cg_optimizer_config *cfg, int n, cg_tensor *c
                                      o->params[p].t->name ? o->params[p].t->name : "parameter");
                 goto fail;
             }
-            memset(o->params[p].state[k], 0, nb);
+            if ((s = cg_device_memset_zero(o->device, o->params[p].state[k], nb)) != CG_OK) goto fail;
         }
     }
-    o->chunk_sumsq = cg_arena_alloc(o->arena, sizeof(double) * (size_t)(n_chunks + 1), 64);
-    o->chunk_nonfinite = cg_arena_alloc(o->arena, sizeof(int64_t) * (size_t)(n_chunks + 1), 64);
-    if (o->comm) o->gather = cg_arena_alloc(o->arena, gather_bytes - 64, 64);
-    if (!o->chunk_sumsq || !o->chunk_nonfinite || (o->comm && !o->gather)) {
-        s = cg_error_context("optimizer: ");
-        goto fail;
+    if (gpu) {
+        if ((s = cuda_tables_create(o)) != CG_OK) goto fail;
+    } else {
+        o->chunk_sumsq = cg_arena_alloc(o->arena, sizeof(double) * (size_t)(n_chunks + 1), 64);
+        o->chunk_nonfinite = cg_arena_alloc(o->arena, sizeof(int64_t) * (size_t)(n_chunks + 1), 64);
+        if (o->comm) o->gather = cg_arena_alloc(o->arena, gather_bytes - 64, 64);
+        if (!o->chunk_sumsq || !o->chunk_nonfinite || (o->comm && !o->gather)) {
+            s = cg_error_context("optimizer: ");
+            goto fail;
+        }
     }
     *out = o;
     return CG_OK;
@@ -360,6 +441,11 @@ void cg_optimizer_free(cg_optimizer *o) {
     if (!o) return;
     if (o->arena) cg_arena_destroy(o->arena);
     if (o->update_chunks != o->chunks) free(o->update_chunks);
+    if (o->device.type == CG_DEVICE_CUDA) { /* host buffers (on the CPU they live in the arena) */
+        free(o->chunk_sumsq);
+        free(o->chunk_nonfinite);
+        free(o->host_params);
+    }
     free(o->chunks);
     free(o->params);
     free(o);
@@ -380,6 +466,24 @@ float cg_optimizer_param_lr_mult(const cg_optimizer *o, int i) {
     return o && i >= 0 && i < o->n_params ? o->params[i].lr_mult : 0.0f;
 }
 
+cg_status cg_optimizer_set_working_copy(cg_optimizer *o, int i, cg_tensor *copy) {
+    if (!o || i < 0 || i >= o->n_params)
+        return cg_set_error(CG_ERR_INVALID_ARG, "optimizer working copy: no parameter %d", i);
+    cg_optim_param *p = &o->params[i];
+    char d[2][96];
+    if (copy && (copy->dtype != CG_BF16 || !cg_is_contiguous(copy) || !cg_same_shape(copy, p->t) ||
+                 !cg_device_eq(copy->device, p->t->device)))
+        return cg_set_error(CG_ERR_INVALID_ARG, "optimizer working copy of parameter %d (%s): %s must be a packed bf16 "
+                            "tensor of the shape and device of %s", i, p->t->name ? p->t->name : "(unnamed)",
+                            cg_tensor_desc(copy, d[0], sizeof d[0]), cg_tensor_desc(p->t, d[1], sizeof d[1]));
+    p->working = copy;
+    if (copy) { /* current from now on, not only after the next update */
+        cg_status s = cg_copy(copy, p->t);
+        if (s != CG_OK) return s;
+    }
+    return CG_OK;
+}
+
 void cg_optimizer_zero_grad(cg_optimizer *o) {
     if (!o) return;
     for (int i = 0; i < o->n_params; i++)
@@ -392,10 +496,10 @@ static cg_status check_grad(const cg_optim_param *p, int i) {
     const cg_tensor *g = p->t->grad;
     if (!g) return CG_OK;
     char desc[96], pdesc[96];
-    if (g->device.type != CG_DEVICE_CPU || g->dtype != CG_F32 || !cg_is_contiguous(g) || cg_numel(g) != p->numel)
+    if (!cg_device_eq(g->device, p->t->device) || g->dtype != CG_F32 || !cg_is_contiguous(g) || cg_numel(g) != p->numel)
         return cg_set_error(CG_ERR_INVALID_ARG,
-                            "optimizer step: gradient of parameter %d (%s, %s) is %s: needs a contiguous cpu f32 "
-                            "tensor of the same size",
+                            "optimizer step: gradient of parameter %d (%s, %s) is %s: needs a contiguous f32 "
+                            "tensor of the same size on the parameter's device",
                             i, p->t->name ? p->t->name : "(unnamed)", cg_tensor_desc(p->t, pdesc, sizeof pdesc),
                             cg_tensor_desc(g, desc, sizeof desc));
     return CG_OK;
@@ -419,6 +523,7 @@ static void update_chunk(const cg_optimizer *o, const cg_optim_chunk *c, const s
     const float *g = (const float *)cg_data(p->t->grad) + c->start;
     float *s0 = p->state[0] ? p->state[0] + (c->start - p->shard_start) : NULL;
     float *s1 = p->state[1] ? p->state[1] + (c->start - p->shard_start) : NULL;
+    uint16_t *working = p->working ? (uint16_t *)cg_data(p->working) + c->start : NULL;
     double lr_eff = (double)lr * (double)p->lr_mult;
     float decay = (float)(1.0 - lr_eff * (double)p->weight_decay);
     bool decays = p->weight_decay != 0.0f;
@@ -483,13 +588,26 @@ static void update_chunk(const cg_optimizer *o, const cg_optim_chunk *c, const s
         }
         }
         w[i] = wi;
+        if (working) working[i] = cg_f32_to_bf16(wi);
     }
 }
 
 /* Non-finite gradient elements and the sum of squares, per chunk, then summed in chunk order (so the result
  * does not depend on the thread count). */
-static void scan_grads(cg_optimizer *o, double *sumsq_out, int64_t *nonfinite_out, int *first_bad_out) {
+static cg_status scan_grads(cg_optimizer *o, double *sumsq_out, int64_t *nonfinite_out, int *first_bad_out) {
     const int64_t nc = o->n_chunks;
+    if (o->device.type == CG_DEVICE_CUDA) { /* per-chunk sums on the GPU, folded here in chunk order */
+        cg_status s = cg_cuda_set_device(o->device.index);
+        if (s == CG_OK) s = cuda_params_upload(o, false);
+#ifdef CG_HAVE_CUDA
+        if (s == CG_OK) s = cg_cuda_optim_scan(o->cuda_params, o->cuda_chunks, nc, o->cuda_sumsq, o->cuda_nonfinite);
+#endif
+        if (s == CG_OK) s = cg_device_memcpy(CG_CPU, o->chunk_sumsq, o->device, o->cuda_sumsq, sizeof(double) * (size_t)nc);
+        if (s == CG_OK)
+            s = cg_device_memcpy(CG_CPU, o->chunk_nonfinite, o->device, o->cuda_nonfinite, sizeof(int64_t) * (size_t)nc);
+        if (s != CG_OK) return s;
+        goto fold;
+    }
     CG_OMP_FOR_IF(o->total_elements > 65536)
     for (int64_t c = 0; c < nc; c++) {
         const cg_optim_chunk *ch = &o->chunks[c];
@@ -507,6 +625,7 @@ static void scan_grads(cg_optimizer *o, double *sumsq_out, int64_t *nonfinite_ou
         o->chunk_sumsq[c] = sum;
         o->chunk_nonfinite[c] = bad;
     }
+fold:;
     double sumsq = 0.0;
     int64_t nonfinite = 0;
     int first_bad = -1;
@@ -518,6 +637,7 @@ static void scan_grads(cg_optimizer *o, double *sumsq_out, int64_t *nonfinite_ou
     *sumsq_out = sumsq;
     *nonfinite_out = nonfinite;
     *first_bad_out = first_bad;
+    return CG_OK;
 }
 
 cg_status cg_optimizer_grad_norm(cg_optimizer *o, double *norm, int64_t *nonfinite) {
@@ -529,7 +649,8 @@ cg_status cg_optimizer_grad_norm(cg_optimizer *o, double *norm, int64_t *nonfini
     double sumsq;
     int64_t bad;
     int first;
-    scan_grads(o, &sumsq, &bad, &first);
+    cg_status s = scan_grads(o, &sumsq, &bad, &first);
+    if (s != CG_OK) return s;
     *norm = bad ? (double)NAN : sqrt(sumsq);
     if (nonfinite) *nonfinite = bad;
     return CG_OK;
@@ -554,7 +675,8 @@ cg_status cg_optimizer_step(cg_optimizer *o, float lr, cg_optim_step_info *info)
     double sumsq;
     int64_t nonfinite;
     int first_bad;
-    scan_grads(o, &sumsq, &nonfinite, &first_bad);
+    cg_status scan_status = scan_grads(o, &sumsq, &nonfinite, &first_bad);
+    if (scan_status != CG_OK) return scan_status;
     double norm = sqrt(sumsq);
     if (info) {
         info->grad_norm = nonfinite ? (double)NAN : norm;
@@ -590,13 +712,30 @@ cg_status cg_optimizer_step(cg_optimizer *o, float lr, cg_optim_step_info *info)
     k.momentum = o->cfg.momentum;
     k.nesterov = o->cfg.nesterov;
 
-    const int64_t nc = o->n_update_chunks;
-    CG_OMP_FOR_IF(o->total_elements > 65536)
-    for (int64_t c = 0; c < nc; c++)
-        update_chunk(o, &o->update_chunks[c], &k, lr);
-    if (o->comm) {
-        cg_status s = cg_optim_gather_params(o);
-        if (s != CG_OK) return cg_error_context("optimizer step (ZeRO-1 all-gather of the parameters): ");
+    if (o->device.type == CG_DEVICE_CUDA) { /* never sharded (refused at create) */
+        cg_cuda_optim_consts kc = {
+            .kind = (int)o->cfg.kind, .lr = (double)lr, .clip = k.clip, .noise_std = k.noise_std,
+            .noise_block0 = k.noise_block0, .seed = o->cfg.seed, .noise_stream = CG_OPTIM_NOISE_STREAM,
+            .b1 = k.b1, .one_minus_b1 = k.one_minus_b1, .b2 = k.b2, .one_minus_b2 = k.one_minus_b2,
+            .eps = o->cfg.eps, .momentum = k.momentum, .nesterov = k.nesterov,
+            .bias_correction1 = k.bias_correction1, .bias_correction2_sqrt = k.bias_correction2_sqrt,
+        };
+        cg_status s = CG_OK;
+#ifdef CG_HAVE_CUDA
+        s = cg_cuda_optim_update(o->cuda_params, o->cuda_chunks, o->n_chunks, &kc);
+#else
+        (void)kc;
+#endif
+        if (s != CG_OK) return s;
+    } else {
+        const int64_t nc = o->n_update_chunks;
+        CG_OMP_FOR_IF(o->total_elements > 65536)
+        for (int64_t c = 0; c < nc; c++)
+            update_chunk(o, &o->update_chunks[c], &k, lr);
+        if (o->comm) {
+            cg_status s = cg_optim_gather_params(o);
+            if (s != CG_OK) return cg_error_context("optimizer step (ZeRO-1 all-gather of the parameters): ");
+        }
     }
 
     o->step = t;

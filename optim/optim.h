@@ -32,8 +32,10 @@
  *
  * Memory: the state (SGD momentum buffer when momentum != 0, AdamW m and v, Lion m; fp32, one per
  * parameter) and the norm's per-chunk partial sums live in the optimizer's own arena, allocated at create:
- * a step allocates nothing. CPU f32 contiguous parameters only for now (CUDA: CG_ERR_UNSUPPORTED).
- * Element loops run in parallel (OpenMP) over fixed chunks; results do not depend on the thread count. */
+ * a step allocates nothing. Parameters are f32 and contiguous, all on one device. On the CPU the element
+ * loops run in parallel (OpenMP) over fixed chunks; results do not depend on the thread count. On a GPU the
+ * state lives on the device and fused kernels (cuda/optim.cu) do the scan and the update, one block per
+ * chunk; the step waits for the scan's per-chunk sums (the skip / clip decision is made on the host). */
 #ifndef CG_OPTIM_H
 #define CG_OPTIM_H
 
@@ -94,7 +96,7 @@ typedef struct cg_param_group {
 typedef struct cg_optimizer cg_optimizer;
 
 /* From a flat list, in list order: the parameters the default mask decays get the config's weight_decay,
- * the others 0; all lr_mult 1. Each parameter must be a CPU f32 contiguous tensor (its ->grad, an f32
+ * the others 0; all lr_mult 1. Each parameter must be an f32 contiguous tensor, all on one device (its ->grad, an f32
  * buffer of the same size, may still be NULL). The list is copied; the tensors must outlive the
  * optimizer. */
 cg_status cg_optimizer_create(const cg_optimizer_config *cfg, int n, cg_tensor *const *params, cg_optimizer **out);
@@ -134,6 +136,10 @@ cg_status cg_optimizer_step(cg_optimizer *opt, float lr, cg_optim_step_info *inf
  * (nonfinite may be NULL), as step 1-2 of cg_optimizer_step computes them, without changing anything: for
  * callers that decide on the norm before stepping (the trainer's outlier guard). */
 cg_status cg_optimizer_grad_norm(cg_optimizer *opt, double *norm, int64_t *nonfinite);
+/* Mixed precision: after every update, parameter i's new fp32 value is also written, rounded to bf16, into
+ * `copy` (a packed bf16 tensor of its shape on its device; NULL stops it) in the same pass. The copy is
+ * filled at once too. The forward then runs on the bf16 copies while the optimizer keeps fp32 masters. */
+cg_status cg_optimizer_set_working_copy(cg_optimizer *opt, int i, cg_tensor *copy);
 /* Zeroes every parameter's gradient. */
 void cg_optimizer_zero_grad(cg_optimizer *opt);
 /* Updates made so far (skipped steps do not count). */

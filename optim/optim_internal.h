@@ -17,9 +17,10 @@ typedef struct cg_optim_param {
     int64_t global_offset; /* index of its first element with all parameters laid end to end */
     float lr_mult, weight_decay;
     /* ZeRO-1: the elements [shard_start, shard_start + shard_len) of this parameter belong to this rank's
-     * shard; state[k][i] is element shard_start + i. Unsharded: 0 and numel. */
+     * shard; state[k][i] is element shard_start + i. Unsharded (and always on a GPU): 0 and numel. */
     int64_t shard_start, shard_len;
-    float *state[CG_OPTIM_MAX_STATE];
+    float *state[CG_OPTIM_MAX_STATE]; /* on the optimizer's device */
+    cg_tensor *working;               /* bf16 working copy written after each update, or NULL */
 } cg_optim_param;
 
 typedef struct cg_optim_chunk {
@@ -43,9 +44,15 @@ struct cg_optimizer {
     cg_comm *comm;
     int64_t shard_lo, shard_hi, shard_size;
     float *gather;
-    double *chunk_sumsq; /* per chunk, in the arena */
+    double *chunk_sumsq; /* per chunk, host memory (the arena's on the CPU; malloc'd for a GPU optimizer) */
     int64_t *chunk_nonfinite;
-    cg_arena *arena;
+    cg_arena *arena;     /* on `device`: the state (and on a GPU the tables below) */
+    cg_device device;    /* where every parameter, gradient and state tensor lives */
+    /* GPU only: device tables for the fused kernels (cuda/optim.h), their host mirror (re-uploaded when a
+     * gradient pointer changes), and the per-chunk sums on the device */
+    void *cuda_params, *cuda_chunks, *host_params;
+    double *cuda_sumsq;
+    int64_t *cuda_nonfinite;
 };
 
 /* Copies global elements [lo, hi) between the parameters (k < 0) or state tensor k (the range must then lie

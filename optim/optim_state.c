@@ -63,7 +63,10 @@ cg_status cg_optimizer_save_state(const cg_optimizer *o, void *buf) {
     for (int k = 0; k < o->n_state; k++) {
         for (int i = 0; i < o->n_params; i++) {
             size_t nb = (size_t)o->params[i].numel * sizeof(float);
-            if (nb) memcpy(p, o->params[i].state[k], nb);
+            if (nb) {
+                cg_status st = cg_device_memcpy(CG_CPU, p, o->device, o->params[i].state[k], nb);
+                if (st != CG_OK) return st;
+            }
             p += nb;
         }
     }
@@ -107,7 +110,10 @@ cg_status cg_optimizer_load_state(cg_optimizer *o, const void *buf, size_t n) {
         for (int i = 0; i < o->n_params; i++) {
             const cg_optim_param *q = &o->params[i];
             size_t nb = (size_t)q->shard_len * sizeof(float);
-            if (nb) memcpy(q->state[k], p + (size_t)q->shard_start * sizeof(float), nb);
+            if (nb) {
+                cg_status st = cg_device_memcpy(o->device, q->state[k], CG_CPU, p + (size_t)q->shard_start * sizeof(float), nb);
+                if (st != CG_OK) return st;
+            }
             p += (size_t)q->numel * sizeof(float);
         }
     }

@@ -434,8 +434,8 @@ static void test_matmul_errors(void **state) {
     float dummy[15];
     cg_tensor *cuda_b = cg_tensor_wrap(ar, CG_F32, CG_CUDA(0), 2, (int64_t[]){3, 5}, dummy);
     assert_non_null(cuda_b);
-    assert_int_equal(cg_matmul_into(out25, a23, cuda_b, false, false, 1.0f, 0.0f), CG_ERR_UNSUPPORTED);
-    assert_error_contains("matmul: CUDA tensors need the CUDA backend");
+    assert_int_equal(cg_matmul_into(out25, a23, cuda_b, false, false, 1.0f, 0.0f), CG_ERR_DEVICE);
+    assert_error_contains("matmul: a f32[2, 3] cpu, b f32[3, 5] cuda:0 and out f32[2, 5] cpu must be on one device");
 
     assert_int_equal(cg_matmul_into(NULL, a23, b35, false, false, 1.0f, 0.0f), CG_ERR_INVALID_ARG);
     assert_error_contains("matmul: NULL tensor");
