@@ -353,16 +353,9 @@ static int mpirun2(const char *args, char *out, size_t cap, double *seconds) {
              "mpirun --oversubscribe --bind-to none -np 2 %s --worker %s 2>&1",
              self_path, args);
     double t0 = now_s();
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t len = 0, got;
-    char sink[4096];
-    while ((got = fread(len < cap - 1 ? out + len : sink, 1, len < cap - 1 ? cap - 1 - len : sizeof sink, p)) > 0)
-        if (len < cap - 1) len += got;
-    out[len] = '\0';
-    int status = pclose(p);
+    int status = cg_test_run_command(cmd, out, cap);
     if (seconds) *seconds = now_s() - t0;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return status;
 }
 
 static void test_single_backend(void **state) {

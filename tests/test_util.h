@@ -87,11 +87,9 @@ static inline float cg_test_randf(uint64_t *s) {
 /* Runs `$CGRAD_BIN args` (build/bin/cgrad by default) with stderr joined to stdout; keeps the first n-1 bytes
  * of the output in out (the rest is read and dropped, so the program never dies of a full pipe) and returns
  * the exit code (-1 if it did not exit normally). */
-static inline int cg_test_run_cgrad(const char *args, char *out, size_t n) {
-    const char *bin = getenv("CGRAD_BIN");
-    if (!bin) bin = "build/bin/cgrad";
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", bin, args);
+/* Runs a shell command; its output (stdout and whatever the command redirects) goes to out (truncated to
+ * n - 1 bytes, NUL-terminated). Returns the exit status, or -1 if it did not exit normally. */
+static inline int cg_test_run_command(const char *cmd, char *out, size_t n) {
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     size_t len = 0, got;
@@ -101,6 +99,14 @@ static inline int cg_test_run_cgrad(const char *args, char *out, size_t n) {
     out[len] = '\0';
     int status = pclose(p);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static inline int cg_test_run_cgrad(const char *args, char *out, size_t n) {
+    const char *bin = getenv("CGRAD_BIN");
+    if (!bin) bin = "build/bin/cgrad";
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", bin, args);
+    return cg_test_run_command(cmd, out, n);
 }
 
 /* A step-arena f32 tensor of the shape, filled with cg_test_randf * scale + shift; a gradient leaf if grad. */
