@@ -882,3 +882,33 @@ cg_status cg_task_set_load_jsonl(const char *path, cg_task_set **out) {
     }
     return list_set(&l, path, out);
 }
+
+/* ---------------------------------------------------------------- the sloppy pupil */
+
+cg_status cg_arith_answer_without_carry(const char *prompt, char *out, size_t out_size) {
+    if (!prompt || !out || out_size == 0) return cg_set_error(CG_ERR_INVALID_ARG, "answer without carry: NULL argument");
+    char a[CG_ARITH_MAX_DIGITS + 1], b[CG_ARITH_MAX_DIGITS + 1], op = 0;
+    size_t na = 0, nb = 0;
+    const char *p = prompt;
+    while (*p >= '0' && *p <= '9' && na < CG_ARITH_MAX_DIGITS) a[na++] = *p++;
+    if (*p == '+' || *p == '-') op = *p++;
+    while (*p >= '0' && *p <= '9' && nb < CG_ARITH_MAX_DIGITS) b[nb++] = *p++;
+    if (na == 0 || nb == 0 || !op || strcmp(p, "=") != 0)
+        return cg_set_error(CG_ERR_INVALID_ARG, "answer without carry: prompt \"%.40s\" is not \"a+b=\" or \"a-b=\"",
+                            prompt);
+    if (op == '-' && (na < nb || (na == nb && memcmp(a, b, na) < 0)))
+        return cg_set_error(CG_ERR_INVALID_ARG, "answer without carry: \"%.40s\" has a negative result", prompt);
+    size_t n = na > nb ? na : nb;
+    char digits[CG_ARITH_MAX_DIGITS + 1];
+    for (size_t i = 0; i < n; i++) { /* column i from the right */
+        int da = i < na ? a[na - 1 - i] - '0' : 0, db = i < nb ? b[nb - 1 - i] - '0' : 0;
+        int d = op == '+' ? (da + db) % 10 : (da - db + 10) % 10;
+        digits[n - 1 - i] = (char)('0' + d);
+    }
+    size_t first = 0;
+    while (first + 1 < n && digits[first] == '0') first++;
+    if (n - first + 1 > out_size) return cg_set_error(CG_ERR_INVALID_ARG, "answer without carry: output buffer too small");
+    memcpy(out, digits + first, n - first);
+    out[n - first] = 0;
+    return CG_OK;
+}

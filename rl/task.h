@@ -33,6 +33,7 @@
 #define CG_RL_TASK_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/error.h"
@@ -111,6 +112,13 @@ cg_status cg_arith_generate(const cg_arith_config *cfg, uint64_t seed, int64_t i
  * distinct problems that 4096 draws find no held-out one. */
 cg_status cg_arith_generate_split(const cg_arith_config *cfg, uint64_t seed, cg_task_split split, int64_t index,
                                   cg_task_item *out);
+
+/* The answer a sloppy pupil gives to a two-term "a+b=" or "a-b=" prompt (non-negative operands, a >= b for
+ * -): column by column with every carry and borrow forgotten, (a_i + b_i) mod 10 or (a_i - b_i) mod 10,
+ * leading zeros dropped. Equals the true answer exactly when no column carries or borrows. The default RL
+ * demo warms up on a mix of its answers and the true ones (an imperfect teacher), so that the reward has
+ * something systematic to correct. Fails with CG_ERR_INVALID_ARG on any other prompt shape. */
+cg_status cg_arith_answer_without_carry(const char *prompt, char *out, size_t out_size);
 
 /* ---------------------------------------------------------------- task sets */
 

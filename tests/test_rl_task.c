@@ -219,6 +219,44 @@ static void test_evaluator_itself(void **state) {
     assert_false(evaluate_prompt("012+1=").ok);
 }
 
+/* The sloppy pupil of the demo's warm-up: columns without carries or borrows, by hand. */
+static void test_answer_without_carry(void **state) {
+    (void)state;
+    char out[32];
+    const char *cases[][2] = {{"98+5=", "93"}, {"58+88=", "36"}, {"12+34=", "46"}, {"60-1=", "69"}, {"15-8=", "17"},
+                              {"52-38=", "24"}, {"99-99=", "0"}, {"5+5=", "0"}, {"0+0=", "0"}, {"7-7=", "0"},
+                              {"100-1=", "109"}, {"9+91=", "90"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        assert_int_equal(cg_arith_answer_without_carry(cases[i][0], out, sizeof out), CG_OK);
+        assert_string_equal(out, cases[i][1]);
+    }
+    /* no carry anywhere: the true answer, for every 2-digit + problem without a carrying column */
+    cg_arith_config c = cg_arith_difficulty(1);
+    int checked = 0;
+    for (int64_t k = 0; k < 2000; k++) {
+        cg_task_item it;
+        assert_int_equal(cg_arith_generate(&c, 7, k, &it), CG_OK);
+        int a, b;
+        char op;
+        assert_int_equal(sscanf(it.prompt, "%d%c%d=", &a, &op, &b), 3);
+        bool carries = false;
+        for (int x = a, y = b; x || y; x /= 10, y /= 10)
+            carries |= op == '+' ? x % 10 + y % 10 >= 10 : x % 10 < y % 10;
+        assert_int_equal(cg_arith_answer_without_carry(it.prompt, out, sizeof out), CG_OK);
+        if (!carries) assert_string_equal(out, it.answer), checked++;
+        else assert_string_not_equal(out, it.answer);
+        cg_task_item_free(&it);
+    }
+    assert_true(checked > 500);
+    /* shapes it does not take */
+    const char *bad[] = {"1+2+3=", "3-5=", "(1+2)=", "12*3=", "12+3", "", "+3=", "12+=", "12+3= "};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(cg_arith_answer_without_carry(bad[i], out, sizeof out), CG_ERR_INVALID_ARG);
+        assert_non_null(strstr(cg_last_error(), "answer without carry"));
+    }
+    assert_int_equal(cg_arith_answer_without_carry("98+5=", out, 2), CG_ERR_INVALID_ARG);
+}
+
 static void test_arith_levels(void **state) {
     (void)state;
     for (int level = 0; level <= CG_ARITH_MAX_LEVEL; level++) {
@@ -926,6 +964,7 @@ int main(void) {
         cmocka_unit_test(test_reward_find_number),
         cmocka_unit_test(test_reward_exact_match),
         cmocka_unit_test(test_reward_numeric),
+        cmocka_unit_test(test_answer_without_carry),
         cmocka_unit_test(test_reward_format),
         cmocka_unit_test(test_reward_combined),
         cmocka_unit_test(test_overlong_penalty),

@@ -31,7 +31,7 @@ typedef struct rl_args {
         *disco_score;
     int64_t prompts, group, max_new, steps, epochs, minibatch, sft_steps, sft_batch, lora_rank, difficulty, seed,
         eval_items, top_k, max_gen_batches, overlong_cache, log_every, threads;
-    float lr, sft_lr, temperature, top_p, lora_alpha, clip_low, clip_high, dual_clip, kl_beta, adv_eps,
+    float sft_slip, lr, sft_lr, temperature, top_p, lora_alpha, clip_low, clip_high, dual_clip, kl_beta, adv_eps,
         norm_constant, gppo_beta1, gppo_beta2, sft_coef, disco_tau, disco_beta, disco_delta, overlong_factor,
         weight_decay, grad_clip, lora_dropout;
     bool dynamic_sampling, overlong_filter, overlong_penalty, rslora;
@@ -94,6 +94,17 @@ static cg_status write_json_line(FILE *f, const cg_rl_step_stats *s) {
     return fflush(f) == 0 ? CG_OK : cg_set_error(CG_ERR_IO, "cannot write the metrics file");
 }
 
+/* 1 when the response is the sloppy pupil's answer and that answer is wrong: how often the model still
+ * imitates the part of its warm-up that RL has to unlearn. */
+static float sloppy_answer_reward(const char *prompt, const char *response, size_t response_len, const char *answer,
+                                  void *user) {
+    (void)user;
+    char sloppy[64];
+    if (cg_arith_answer_without_carry(prompt, sloppy, sizeof sloppy) != CG_OK || strcmp(sloppy, answer) == 0) return 0;
+    size_t n = cg_reward_answer_len(response, response_len);
+    return n == strlen(sloppy) && memcmp(response, sloppy, n) == 0 ? 1.0f : 0.0f;
+}
+
 int cg_cmd_rl(int argc, char **argv) {
     /* the default demo's settings (tuned to finish in a few minutes on 2 cores) */
     rl_args A = {.model = "demo", .task = "arith", .algo = "grpo", .optimizer = "adamw", .device = "cpu",
@@ -101,7 +112,7 @@ int cg_cmd_rl(int argc, char **argv) {
                  .aggregation = NULL, .disco_score = NULL, .prompts = 32, .group = 8, .max_new = 8, .steps = 150,
                  .epochs = 1, .minibatch = 0, .sft_steps = 2000, .sft_batch = 64, .lora_rank = 0, .difficulty = 1,
                  .seed = 1, .eval_items = 400, .top_k = 0, .max_gen_batches = -1, .overlong_cache = -1, .log_every = 1, .threads = -1,
-                 .lr = 1e-4f, .sft_lr = 3e-3f, .temperature = 1.0f, .top_p = 1.0f, .lora_alpha = 0,
+                 .sft_slip = NAN, .lr = 1e-4f, .sft_lr = 3e-3f, .temperature = 1.0f, .top_p = 1.0f, .lora_alpha = 0,
                  .clip_low = NAN, .clip_high = NAN, .dual_clip = NAN, .kl_beta = NAN, .adv_eps = NAN,
                  .norm_constant = NAN, .gppo_beta1 = NAN, .gppo_beta2 = NAN, .sft_coef = NAN, .disco_tau = NAN,
                  .disco_beta = NAN, .disco_delta = NAN, .overlong_factor = NAN, .weight_decay = 0.0f, .grad_clip = 1.0f,
@@ -128,6 +139,7 @@ int cg_cmd_rl(int argc, char **argv) {
         {"sft-steps", F_I64, &A.sft_steps, "supervised warm-up steps before RL (default 2000; 0 = none)"},
         {"sft-batch", F_I64, &A.sft_batch, "warm-up batch size (default 64)"},
         {"sft-lr", F_F32, &A.sft_lr, "warm-up learning rate (default 3e-3)"},
+        {"sft-slip", F_F32, &A.sft_slip, "fraction of warm-up answers (a+b=, a-b=) from a pupil who forgets carries and borrows (default 0.6 for the demo model, else 0)"},
         {"lora-rank", F_I64, &A.lora_rank, "attach LoRA of this rank (default 0 = full fine-tuning)"},
         {"lora-alpha", F_F32, &A.lora_alpha, "LoRA alpha (default 2 x rank)"},
         {"lora-dropout", F_F32, &A.lora_dropout, "LoRA dropout (default 0)"},
@@ -239,6 +251,12 @@ int cg_cmd_rl(int argc, char **argv) {
     cg_model *reference = NULL;
     FILE *mf = NULL;
     bool demo = strcmp(A.model, "demo") == 0;
+    if (isnan(A.sft_slip)) A.sft_slip = demo ? 0.6f : 0.0f;
+    if (!(A.sft_slip >= 0.0f && A.sft_slip <= 1.0f)) {
+        fprintf(stderr, "cgrad rl: --sft-slip %g is not a fraction in [0, 1]\n", (double)A.sft_slip);
+        cg_cli_dist_end(&dist);
+        return 2;
+    }
     cg_model_config cfg;
     if (demo || cg_model_config_preset(A.model, &cfg) == CG_OK) {
         if (demo) s = cg_model_config_preset("llama:tiny", &cfg);
@@ -294,6 +312,7 @@ int cg_cmd_rl(int argc, char **argv) {
         if (s == CG_OK) s = cg_optimizer_create(&sc, np, params, &sopt);
         cg_task_set *train = NULL;
         if (s == CG_OK) s = cg_task_set_split(tasks, CG_SPLIT_TRAIN, &train);
+        cg_rng slip_rng = cg_rng_init((uint64_t)A.seed ^ 0x510905ull);
         int64_t B = A.sft_batch, next = 1000000; /* warm-up items come from a different part of the stream */
         for (int64_t step = 0; s == CG_OK && step < A.sft_steps; step++) {
             cg_task_item *items = calloc((size_t)B, sizeof *items);
@@ -301,6 +320,16 @@ int cg_cmd_rl(int argc, char **argv) {
             for (int64_t i = 0; s == CG_OK && i < B; i++) {
                 s = cg_task_set_get(train, (next++) % cg_task_set_size(train), &items[i]);
                 p[i] = items[i].prompt, a[i] = items[i].answer;
+                uint32_t w;
+                cg_rng_u32(&slip_rng, &w, 1);
+                char sloppy[64];
+                if (s == CG_OK && A.sft_slip > 0 && cg_rng_unit_f32(w) < A.sft_slip &&
+                    cg_arith_answer_without_carry(items[i].prompt, sloppy, sizeof sloppy) == CG_OK) {
+                    free(items[i].answer);
+                    items[i].answer = strdup(sloppy);
+                    if (!items[i].answer) s = cg_set_error(CG_ERR_OOM, "warm-up: out of memory");
+                    a[i] = items[i].answer;
+                }
             }
             float loss = 0;
             /* cosine decay over the warm-up */
@@ -328,6 +357,13 @@ int cg_cmd_rl(int argc, char **argv) {
     s = cg_rl_evaluate(m, tok, tasks, A.eval_items, A.max_new, rewards, 1, 1.0f, &acc_before);
     if (s != CG_OK) goto done;
     printf("held-out accuracy before RL: %.1f%% (%lld problems, greedy)\n", 100 * acc_before, (long long)A.eval_items);
+    double slips_before = 0, slips_after = 0;
+    cg_reward slip_reward[1] = {{sloppy_answer_reward, NULL, 1.0f}};
+    if (A.sft_slip > 0) {
+        s = cg_rl_evaluate(m, tok, tasks, A.eval_items, A.max_new, slip_reward, 1, 1.0f, &slips_before);
+        if (s != CG_OK) goto done;
+        printf("  of which the carry-forgetting answer (the warm-up's sloppy pupil): %.1f%%\n", 100 * slips_before);
+    }
 
     /* ---- RL ---- */
     /* full fine-tuning with a KL term: the reference policy is a frozen copy of the model after the warm-up
@@ -351,9 +387,13 @@ int cg_cmd_rl(int argc, char **argv) {
         if (mf) s = write_json_line(mf, &st);
     }
     if (s == CG_OK) s = cg_rl_evaluate(m, tok, tasks, A.eval_items, A.max_new, rewards, 1, 1.0f, &acc_after);
+    if (s == CG_OK && A.sft_slip > 0)
+        s = cg_rl_evaluate(m, tok, tasks, A.eval_items, A.max_new, slip_reward, 1, 1.0f, &slips_after);
     if (s == CG_OK && root) {
         printf("held-out accuracy after RL:  %.1f%% (before: %.1f%%), %.1f s in all\n", 100 * acc_after,
                100 * acc_before, now_s() - t_start);
+        if (A.sft_slip > 0)
+            printf("  carry-forgetting answers: %.1f%% (before: %.1f%%)\n", 100 * slips_after, 100 * slips_before);
         cg_plot_series series[2] = {{"reward (mean over samples)", xs, rw, A.steps},
                                     {"training accuracy (samples)", xs, ac, A.steps}};
         char title[256];
