@@ -210,9 +210,11 @@ extern "C" cg_status cg_cuda_matmul(const cg_cuda_matmul_args *p) {
                 s = lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
                                                                   &masks[attempt], sizeof masks[attempt]),
                              "reduction scheme preference");
-            if (s == CG_OK)
-                s = lt_check(cublasLtMatmulAlgoGetHeuristic(dev->handle, desc, lb, la, lc, lc, pref, 1, &result, &returned),
-                             "cublasLtMatmulAlgoGetHeuristic");
+            if (s != CG_OK) break;
+            cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(dev->handle, desc, lb, la, lc, lc, pref, 1, &result, &returned);
+            /* "not supported" under the first deterministic mask only means: try the second */
+            if (hs == CUBLAS_STATUS_NOT_SUPPORTED && key.deterministic && attempt == 0) returned = 0;
+            else s = lt_check(hs, "cublasLtMatmulAlgoGetHeuristic");
         }
         if (s == CG_OK && returned == 0)
             s = cg_set_error(CG_ERR_UNSUPPORTED,
