@@ -1,5 +1,5 @@
-/* The CUDA nn kernels behind C linkage: the fused norms, activations, softmax / cross-entropy and causal
- * attention, forward and backward. Each mirrors the CPU kernel of the same name (core/nn_norm.h,
+/* The CUDA nn kernels behind C linkage: the fused norms, activations, softmax / cross-entropy, chunked token log-probs
+ * and causal attention, forward and backward. Each mirrors the CPU kernel of the same name (core/nn_norm.h,
  * core/nn_activation.h, core/nn_softmax.h, core/nn_attention.h), in the same argument order, with:
  *   - a leading cg_dtype (CG_F32 or CG_BF16) for the arrays the CPU kernel types `float` and that hold
  *     activations, weights or their gradients (declared void * here);
