@@ -129,7 +129,8 @@ cg_tensor *cg_cross_entropy(const cg_tensor *logits, const cg_tensor *targets, i
                             float label_smoothing);
 /* Per-token log-probabilities of the taken tokens: log_softmax(hidden @ weight^T)[n, tokens[n]], computed over
  * the vocabulary in chunks of chunk_size rows of weight (0 = 4096) with an online log-sum-exp, so the
- * [N, V] logits are never materialised. hidden [..., C], weight [V, C], tokens [...] -> [...]. */
+ * [N, V] logits are never materialised. hidden [..., C], weight [V, C], tokens [...] -> [...]. On CUDA (f32 or
+ * bf16 inputs, cuda/nn_logprobs.cu) the result and the gradients are f32; only N x chunk logits exist at once. */
 cg_tensor *cg_token_logprobs(const cg_tensor *hidden, const cg_tensor *weight, const cg_tensor *tokens,
                              int64_t chunk_size);
 /* Inverted dropout: each element kept with probability 1 - p and scaled by 1/(1-p), the mask drawn from rng;

@@ -1,6 +1,6 @@
 /* Softmax, log-softmax, cross-entropy and token log-probabilities as differentiable ops: argument checks,
  * packing, the core/nn_softmax kernels (cuda/nn_softmax for CUDA tensors: softmax, log-softmax and
- * cross-entropy; token log-probabilities are CPU only for now), and the tape nodes. */
+ * cross-entropy; token log-probabilities through cuda/nn_logprobs), and the tape nodes. */
 #include <string.h>
 
 #include "autograd/ops_common.h"
@@ -231,27 +231,44 @@ cg_tensor *cg_cross_entropy(const cg_tensor *logits, const cg_tensor *targets, i
 /* ------------------------------------------------------------------ token log-probabilities */
 
 /* What it allocates (step arena): out [N] and lse [N] (kept for the backward), packed copies of hidden,
- * weight and tokens only when they are not already packed (f32, f32, i64), and N x (chunk + 1) floats of
- * scratch for the duration of the kernel (given back at once; see cg_scratch_scope). The backward allocates the
- * gradients dhidden [N, C] and dweight [V, C] (only for inputs that require one; dweight is the full weight's
- * size, as every gradient of a leaf is) and again N x (chunk + 1) floats of scratch. Never N x V. */
+ * weight and tokens only when they are not already packed (f32 or, on CUDA, the compute dtype; i64), and the
+ * kernel's scratch for the duration of the call (given back at once; see cg_scratch_scope): N x (chunk + 1)
+ * floats on the CPU, N x chunk f32 logits (+ their bf16 gradient in the backward) on CUDA. The backward
+ * allocates the f32 gradients dhidden [N, C] and dweight [V, C] (only for inputs that require one; dweight is the
+ * full weight's size, as every gradient of a leaf is) and the same scratch again. Never N x V.
+ * On CUDA, hidden and weight compute in one dtype: bf16 when both are bf16, else f32 (a bf16 one is widened). */
 
 /* The node: inputs {hidden, weight, tokens}; saved {packed hidden, packed weight, tokens as i64, lse};
  * iargs[0] = chunk. */
 static cg_status token_logprobs_backward(cg_node *n, const cg_tensor *g, cg_tensor **gi) {
     const cg_tensor *hidden = n->saved[0], *weight = n->saved[1], *tokens = n->saved[2], *lse = n->saved[3];
-    const cg_tensor *gp = cg_contiguous(g);
+    const cg_tensor *gp = cg_on_cuda(hidden) ? cg_packed_as(g, CG_F32) : cg_contiguous(g);
     CG_BW_NONNULL(gp);
     cg_tensor *dh = NULL, *dw = NULL;
     if (n->inputs[0]->requires_grad) CG_BW_NONNULL(dh = cg_new_like(n->inputs[0]));
     if (n->inputs[1]->requires_grad) CG_BW_NONNULL(dw = cg_new_like(n->inputs[1]));
     int64_t V = weight->shape[0], C = weight->shape[1], N = cg_numel(tokens), chunk = n->iargs[0];
     cg_scratch_scope sc;
-    float *scratch = cg_scratch_begin(&sc, hidden->device, cg_cpu_token_logprobs_scratch(N, chunk));
-    CG_BW_NONNULL(scratch);
-    cg_cpu_token_logprobs_backward(dh ? cg_data(dh) : NULL, dw ? cg_data(dw) : NULL, cg_data(gp), cg_data(hidden),
-                                   cg_data(weight), cg_data(tokens), cg_data(lse), N, C, V, chunk, scratch);
-    cg_scratch_end(&sc);
+    if (cg_on_cuda(hidden)) {
+#ifdef CG_HAVE_CUDA
+        float *scratch = cg_scratch_begin(&sc, hidden->device,
+                                          (int64_t)cg_cuda_token_logprobs_scratch(hidden->dtype, N, chunk));
+        CG_BW_NONNULL(scratch);
+        cg_status s = cg_cuda_token_logprobs_backward(hidden->dtype, dh ? cg_data(dh) : NULL, dw ? cg_data(dw) : NULL,
+                                                      cg_data(gp), cg_data(hidden), cg_data(weight), cg_data(tokens),
+                                                      cg_data(lse), N, C, V, chunk, scratch);
+        cg_scratch_end(&sc);
+        CG_BW_TRY(s);
+#else
+        return cg_no_cuda_error(n->op);
+#endif
+    } else {
+        float *scratch = cg_scratch_begin(&sc, hidden->device, cg_cpu_token_logprobs_scratch(N, chunk));
+        CG_BW_NONNULL(scratch);
+        cg_cpu_token_logprobs_backward(dh ? cg_data(dh) : NULL, dw ? cg_data(dw) : NULL, cg_data(gp), cg_data(hidden),
+                                       cg_data(weight), cg_data(tokens), cg_data(lse), N, C, V, chunk, scratch);
+        cg_scratch_end(&sc);
+    }
     gi[0] = dh;
     gi[1] = dw;
     return CG_OK;
@@ -264,13 +281,13 @@ cg_tensor *cg_token_logprobs(const cg_tensor *hidden, const cg_tensor *weight, c
     CG_CHECK_ARG(op, hidden);
     CG_CHECK_ARG(op, weight);
     CG_CHECK_ARG(op, tokens);
-    if (!cg_check_f32_cpu(op, "hidden", hidden)) return NULL;
+    if (!cg_check_float(op, "hidden", hidden)) return NULL;
     if (!cg_device_eq(hidden->device, weight->device)) {
         cg_set_error(CG_ERR_DEVICE, "%s: hidden %s and weight %s are on different devices", op,
                      cg_tensor_desc(hidden, dh, sizeof dh), cg_tensor_desc(weight, dw, sizeof dw));
         return NULL;
     }
-    if (!cg_check_f32_cpu(op, "weight", weight)) return NULL;
+    if (!cg_check_float(op, "weight", weight)) return NULL;
     if (hidden->ndim < 1 || weight->ndim != 2 || weight->shape[1] != hidden->shape[hidden->ndim - 1] ||
         weight->shape[0] == 0) {
         cg_set_error(CG_ERR_SHAPE, "%s: hidden %s and weight %s: weight must be [V, C] with V > 0 and C the last dim "
@@ -287,7 +304,8 @@ cg_tensor *cg_token_logprobs(const cg_tensor *hidden, const cg_tensor *weight, c
     int64_t V = weight->shape[0], C = weight->shape[1], N = cg_numel(t64);
     int64_t chunk = chunk_size == 0 ? DEFAULT_CHUNK : chunk_size;
     if (chunk > V) chunk = V;
-    const int64_t *tv = cg_data(t64);
+    const int64_t *tv = N > 0 ? host_targets(t64) : NULL; /* GPU tokens: one download, after a wait */
+    if (N > 0 && !tv) return NULL;
     for (int64_t n = 0; n < N; n++)
         if (tv[n] < 0 || tv[n] >= V) {
             cg_set_error(CG_ERR_INVALID_ARG, "%s: token %lld at row %lld is outside [0, %lld) for weight %s", op,
@@ -295,16 +313,41 @@ cg_tensor *cg_token_logprobs(const cg_tensor *hidden, const cg_tensor *weight, c
             return NULL;
         }
 
-    const cg_tensor *hp = cg_contiguous(hidden), *wp = cg_contiguous(weight);
+    bool cuda = cg_on_cuda(hidden);
+    const cg_tensor *hp, *wp;
+    if (cuda) {
+        cg_dtype dt = hidden->dtype == CG_BF16 && weight->dtype == CG_BF16 ? CG_BF16 : CG_F32;
+        hp = cg_packed_as(hidden, dt);
+        wp = hp ? cg_packed_as(weight, dt) : NULL;
+    } else {
+        hp = cg_contiguous(hidden);
+        wp = hp ? cg_contiguous(weight) : NULL;
+    }
     int64_t rows[1] = {N};
     cg_tensor *lse = hp && wp ? cg_new_output(hidden->device, CG_F32, 1, rows) : NULL;
     cg_tensor *out = lse ? cg_new_output(hidden->device, CG_F32, t64->ndim, t64->shape) : NULL;
     if (!out) return NULL;
     cg_scratch_scope sc;
-    float *scratch = cg_scratch_begin(&sc, hidden->device, cg_cpu_token_logprobs_scratch(N, chunk));
-    if (!scratch) return NULL;
-    cg_cpu_token_logprobs_forward(cg_data(out), cg_data(lse), cg_data(hp), cg_data(wp), tv, N, C, V, chunk, scratch);
-    cg_scratch_end(&sc);
+    if (cuda) {
+#ifdef CG_HAVE_CUDA
+        float *scratch = cg_scratch_begin(&sc, hidden->device,
+                                          (int64_t)cg_cuda_token_logprobs_scratch(hp->dtype, N, chunk));
+        if (!scratch) return NULL;
+        cg_status s = cg_cuda_token_logprobs_forward(hp->dtype, cg_data(out), cg_data(lse), cg_data(hp), cg_data(wp),
+                                                     cg_data(t64), N, C, V, chunk, scratch);
+        cg_scratch_end(&sc);
+        CG_TRY(s);
+#else
+        cg_no_cuda_error(op);
+        return NULL;
+#endif
+    } else {
+        float *scratch = cg_scratch_begin(&sc, hidden->device, cg_cpu_token_logprobs_scratch(N, chunk));
+        if (!scratch) return NULL;
+        cg_cpu_token_logprobs_forward(cg_data(out), cg_data(lse), cg_data(hp), cg_data(wp), tv, N, C, V, chunk,
+                                      scratch);
+        cg_scratch_end(&sc);
+    }
 
     cg_tensor *in[3] = {(cg_tensor *)hidden, (cg_tensor *)weight, (cg_tensor *)tokens};
     cg_node *node = NULL;

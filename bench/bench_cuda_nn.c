@@ -1,7 +1,8 @@
 /* Throughput of the CUDA nn kernels (cuda/nn.h) on the shapes of the CUDA issue, bf16 storage: one line per
  * kernel with the median time over the timed runs (CUDA events on the compute stream, after warm-up), the
  * achieved GB/s (memory-bound kernels: the minimal traffic, each input read once and each output written
- * once) or TFLOP/s (attention: 4 B H T^2 D / 2 for the causal forward, 2.5x that for the backward), and the
+ * once) or TFLOP/s (attention: 4 B H T^2 D / 2 for the causal forward, 2.5x that for the backward; token
+ * log-probs: 2 N C V for the forward, 4x that for forward + backward), and the
  * fraction of the H200 ceiling (4.2 TB/s copy, 790 TFLOP/s bf16 dense). bench/torch_cases_nn.py holds the
  * same cases for PyTorch. Without a GPU it prints "no CUDA device: skipped" and exits 0.
  *
@@ -156,6 +157,54 @@ static void bench_rows(void) {
     rows_free(&c);
 }
 
+/* ------------------------------------------------------------------ token log-probs */
+
+typedef struct logprobs_ctx {
+    int64_t N, C, V, chunk;
+    void *hidden, *weight;
+    float *out, *lse, *dout, *dhidden, *dweight, *scratch;
+    int64_t *tokens;
+} logprobs_ctx;
+
+static cg_status logprobs_fwd(void *p) {
+    logprobs_ctx *c = p;
+    return cg_cuda_token_logprobs_forward(CG_BF16, c->out, c->lse, c->hidden, c->weight, c->tokens, c->N, c->C, c->V,
+                                          c->chunk, c->scratch);
+}
+static cg_status logprobs_fwd_bwd(void *p) {
+    logprobs_ctx *c = p;
+    cg_status s = logprobs_fwd(p);
+    return s != CG_OK ? s
+                      : cg_cuda_token_logprobs_backward(CG_BF16, c->dhidden, c->dweight, c->dout, c->hidden, c->weight,
+                                                        c->tokens, c->lse, c->N, c->C, c->V, c->chunk, c->scratch);
+}
+
+/* Qwen2-0.5B's head: N = 16 x 512 tokens, C = 896, V = 151936, bf16, the default chunk of 4096 rows. FLOPs:
+ * forward 2 N C V (the logits); forward + backward 4 x that (the backward recomputes the logits, then the
+ * dhidden and dweight matmuls, each 2 N C V; the elementwise kernels are not counted). */
+static void bench_logprobs(void) {
+    logprobs_ctx c = {.N = 8192, .C = 896, .V = 151936, .chunk = 4096};
+    size_t scratch_bytes = cg_cuda_token_logprobs_scratch(CG_BF16, c.N, c.chunk) * 4;
+    c.hidden = dev((size_t)(c.N * c.C) * 2), c.weight = dev((size_t)(c.V * c.C) * 2);
+    c.out = dev((size_t)c.N * 4), c.lse = dev((size_t)c.N * 4), c.dout = dev((size_t)c.N * 4);
+    c.dhidden = dev((size_t)(c.N * c.C) * 4), c.dweight = dev((size_t)(c.V * c.C) * 4);
+    c.scratch = dev(scratch_bytes);
+    c.tokens = dev((size_t)c.N * 8); /* zeros: token 0 on every row */
+    const char *shape = "8192x896 V151936 bf16";
+    double fwd = 2.0 * (double)c.N * (double)c.C * (double)c.V;
+    report_flops("token_logprobs fwd", shape, time_ms(logprobs_fwd, &c), fwd);
+    report_flops("token_logprobs fwd+bwd", shape, time_ms(logprobs_fwd_bwd, &c), 4.0 * fwd);
+    bool det = cg_set_deterministic(false); /* what deterministic mode costs here */
+    report_flops("token_logprobs fwd+bwd nondet", shape, time_ms(logprobs_fwd_bwd, &c), 4.0 * fwd);
+    cg_set_deterministic(det);
+    printf("  token_logprobs memory: scratch %.1f MiB (chunk %lld), f32 gradients dhidden %.1f MiB + dweight %.1f MiB; "
+           "full fp32 logits would be %.1f MiB\n",
+           scratch_bytes / 1048576.0, (long long)c.chunk, c.N * c.C * 4 / 1048576.0, c.V * c.C * 4 / 1048576.0,
+           (double)c.N * (double)c.V * 4 / 1048576.0);
+    void *ps[] = {c.hidden, c.weight, c.out, c.lse, c.dout, c.dhidden, c.dweight, c.scratch, c.tokens};
+    for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) cg_device_free(CG_CUDA(0), ps[i]);
+}
+
 /* ------------------------------------------------------------------ attention */
 
 typedef struct attn_ctx {
@@ -202,6 +251,7 @@ int main(int argc, char **argv) {
     if (quick) timed_runs = 3;
     printf("%-28s %-24s %13s %14s  %s\n", "kernel", "shape", "median", "throughput", "of the H200 ceiling");
     bench_rows();
+    bench_logprobs();
     bench_attention(8, 12, 1024, 64);
     bench_attention(4, 16, 4096, 128);
     cg_shutdown();

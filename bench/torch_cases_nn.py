@@ -45,6 +45,36 @@ def _cross_entropy(n, v):
     return setup
 
 
+def _token_logprobs(n, c, v, backward):
+    """The straightforward PyTorch way: logits = h @ W^T in bf16 (N x V), log_softmax in f32, gather. Its memory
+    is the point: it holds the N x V logits (bf16) and their f32 log-softmax; setup() runs the case once and
+    prints the peak memory it allocated (to stderr, so the line format of torch_ref.py is kept)."""
+    def setup():
+        import sys
+        h = torch.randn(n, c, device="cuda", dtype=torch.bfloat16, requires_grad=backward)
+        w = (torch.randn(v, c, device="cuda", dtype=torch.bfloat16) * 0.02).requires_grad_(backward)
+        t = torch.randint(0, v, (n,), device="cuda")
+        g = torch.randn(n, device="cuda", dtype=torch.float32)
+
+        def run():
+            logits = h @ w.t()
+            logp = torch.log_softmax(logits.float(), dim=-1).gather(1, t[:, None]).squeeze(1)
+            if backward:
+                logp.backward(g)
+            return logp
+
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        run()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+        print(f"  torch token_logprobs {'fwd+bwd' if backward else 'fwd'} {n}x{c} V{v}: peak extra memory "
+              f"{peak / 2**20:.1f} MiB (full fp32 logits alone: {n * v * 4 / 2**20:.1f} MiB)", file=sys.stderr)
+        return run
+    return setup
+
+
 def _attention(b, h, t, d, backward):
     def setup():
         q, k, v = (torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16, requires_grad=backward)
@@ -70,6 +100,10 @@ CASES = [
      "bytes": 2 * 98304 * 1024 * 2},
     {"name": "cross_entropy fwd+bwd", "shape": "8192x50304 bf16", "setup": _cross_entropy(8192, 50304),
      "bytes": 3 * 8192 * 50304 * 2},
+    {"name": "token_logprobs fwd", "shape": "8192x896 V151936 bf16", "setup": _token_logprobs(8192, 896, 151936, False),
+     "flops": 2.0 * 8192 * 896 * 151936},
+    {"name": "token_logprobs fwd+bwd", "shape": "8192x896 V151936 bf16",
+     "setup": _token_logprobs(8192, 896, 151936, True), "flops": 4 * 2.0 * 8192 * 896 * 151936},
     {"name": "attention fwd (causal)", "shape": "B8 H12 T1024 D64", "setup": _attention(8, 12, 1024, 64, False),
      "flops": _attention_flops(8, 12, 1024, 64)},
     {"name": "attention fwd+bwd (causal)", "shape": "B8 H12 T1024 D64", "setup": _attention(8, 12, 1024, 64, True),

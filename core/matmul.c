@@ -207,6 +207,19 @@ bool cg_matmul_set_tf32(bool on) {
 #endif
 }
 
+static bool g_deterministic = true; /* mirrored into the CUDA matmul, whose default is also on */
+
+bool cg_set_deterministic(bool on) {
+    bool old = g_deterministic;
+    g_deterministic = on;
+#ifdef CG_HAVE_CUDA
+    cg_cuda_matmul_set_deterministic(on);
+#endif
+    return old;
+}
+
+bool cg_deterministic(void) { return g_deterministic; }
+
 void cg_matmul_cuda_cache_stats(uint64_t *hits, uint64_t *misses) {
 #ifdef CG_HAVE_CUDA
     cg_cuda_matmul_cache_stats(hits, misses);

@@ -98,6 +98,13 @@ cg_status cg_matmul_bias_into(cg_tensor *out, const cg_tensor *a, const cg_tenso
 /* TF32 tensor cores for f32 matmuls on a GPU (on by default; ~1e-3 relative error, as PyTorch with
  * allow_tf32). Off gives full fp32 products. Returns the previous setting (false in a build without CUDA). */
 bool cg_matmul_set_tf32(bool on);
+/* Deterministic mode (on by default): bitwise-repeatable GPU results for the same inputs, shapes and settings on
+ * the same GPU model and software versions. What it changes: cuBLASLt may only use algorithms without split-K
+ * (or, for a shape that has none, split-K reduced in a separate fixed-order step), never its in-place split-K
+ * reduction; every project kernel is deterministic in both modes (no float atomics). Off lets cuBLASLt pick any
+ * algorithm. CPU results do not depend on it. cg_set_deterministic returns the previous setting. */
+bool cg_set_deterministic(bool on);
+bool cg_deterministic(void);
 /* The GPU matmul's heuristic cache: lookups served from it and cuBLASLt heuristic queries made. */
 void cg_matmul_cuda_cache_stats(uint64_t *hits, uint64_t *misses);
 

@@ -29,13 +29,16 @@ typedef struct lt_device {
 
 static lt_device g_lt[MAX_DEVICES];
 static bool g_tf32 = true;
+/* Deterministic mode (cg_set_deterministic): the heuristic may only pick algorithms without split-K, whose dot
+ * products each run in one sequence (CUBLASLT_REDUCTION_SCHEME_NONE). Off: every reduction scheme. */
+static bool g_deterministic = true;
 
 /* What an algorithm choice depends on: shapes, layouts, types, transposes, epilogue, pointer alignment. */
 typedef struct cache_key {
     int64_t M, N, K, batch, lda, ldb, ldc, stride_a, stride_b, stride_c;
     int device, ab_dtype, c_dtype, epilogue;
     uint32_t align_a, align_b, align_c, align_bias;
-    bool trans_a, trans_b, tf32, beta_nonzero;
+    bool trans_a, trans_b, tf32, beta_nonzero, deterministic;
 } cache_key;
 
 typedef struct cache_entry {
@@ -51,6 +54,12 @@ static uint64_t g_hits, g_misses;
 extern "C" bool cg_cuda_matmul_set_tf32(bool on) {
     bool old = g_tf32;
     g_tf32 = on;
+    return old;
+}
+
+extern "C" bool cg_cuda_matmul_set_deterministic(bool on) {
+    bool old = g_deterministic;
+    g_deterministic = on;
     return old;
 }
 
@@ -162,6 +171,7 @@ extern "C" cg_status cg_cuda_matmul(const cg_cuda_matmul_args *p) {
     key.align_a = alignment_of(p->a), key.align_b = alignment_of(p->b), key.align_c = alignment_of(p->c);
     key.align_bias = p->bias ? alignment_of(p->bias) : 0;
     key.trans_a = p->trans_a, key.trans_b = p->trans_b, key.tf32 = tf32, key.beta_nonzero = p->beta != 0.0f;
+    key.deterministic = g_deterministic;
 
     cublasLtMatmulAlgo_t algo;
     memset(&algo, 0, sizeof algo);
@@ -190,15 +200,29 @@ extern "C" cg_status cg_cuda_matmul(const cg_cuda_matmul_args *p) {
         for (int i = 0; s == CG_OK && i < 4; i++)
             s = lt_check(cublasLtMatmulPreferenceSetAttribute(pref, align_attr[i], &align_val[i], sizeof align_val[i]),
                          "alignment preference");
-        if (s == CG_OK)
-            s = lt_check(cublasLtMatmulAlgoGetHeuristic(dev->handle, desc, lb, la, lc, lc, pref, 1, &result, &returned),
-                         "cublasLtMatmulAlgoGetHeuristic");
+        /* deterministic: first no split-K at all; if cuBLASLt has nothing for the shape, split-K whose partials
+         * are reduced in a separate step (COMPUTE_TYPE / OUTPUT_TYPE: workspace partials summed by a second
+         * kernel), never INPLACE (partials accumulated in the output buffer itself) */
+        const uint32_t masks[2] = {CUBLASLT_REDUCTION_SCHEME_NONE,
+                                   CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE | CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE};
+        for (int attempt = 0; s == CG_OK && returned == 0 && attempt < (key.deterministic ? 2 : 1); attempt++) {
+            if (key.deterministic)
+                s = lt_check(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                                                  &masks[attempt], sizeof masks[attempt]),
+                             "reduction scheme preference");
+            if (s != CG_OK) break;
+            cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(dev->handle, desc, lb, la, lc, lc, pref, 1, &result, &returned);
+            /* "not supported" under the first deterministic mask only means: try the second */
+            if (hs == CUBLAS_STATUS_NOT_SUPPORTED && key.deterministic && attempt == 0) returned = 0;
+            else s = lt_check(hs, "cublasLtMatmulAlgoGetHeuristic");
+        }
         if (s == CG_OK && returned == 0)
             s = cg_set_error(CG_ERR_UNSUPPORTED,
-                             "matmul: cuBLASLt has no algorithm for M=%lld N=%lld K=%lld batch=%lld (%s, %s%s%s)",
+                             "matmul: cuBLASLt has no algorithm for M=%lld N=%lld K=%lld batch=%lld (%s, %s%s%s%s)",
                              (long long)p->M, (long long)p->N, (long long)p->K, (long long)p->batch,
                              p->ab_dtype == CG_BF16 ? "bf16" : "f32", p->trans_a ? "A^T " : "", p->trans_b ? "B^T " : "",
-                             p->epilogue ? "with an epilogue" : "");
+                             p->epilogue ? "with an epilogue " : "",
+                             key.deterministic ? "in deterministic mode: split-K in place refused" : "");
         if (s == CG_OK) {
             algo = result.algo;
             cache_entry *e = &g_cache[g_cache_next];
@@ -231,6 +255,10 @@ extern "C" cg_status cg_cuda_matmul(const cg_cuda_matmul_args *p) {
 extern "C" bool cg_cuda_matmul_set_tf32(bool on) {
     (void)on;
     return false;
+}
+extern "C" bool cg_cuda_matmul_set_deterministic(bool on) {
+    (void)on;
+    return true;
 }
 extern "C" void cg_cuda_matmul_cache_stats(uint64_t *hits, uint64_t *misses) {
     if (hits) *hits = 0;

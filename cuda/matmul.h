@@ -47,6 +47,12 @@ cg_status cg_cuda_matmul(const cg_cuda_matmul_args *p);
  * full fp32 products (~1e-6). Returns the previous setting. */
 bool cg_cuda_matmul_set_tf32(bool on);
 
+/* Deterministic mode (default on; cg_set_deterministic in core/ops.h is the public switch): the heuristic only
+ * picks algorithms without split-K (CUBLASLT_REDUCTION_SCHEME_NONE), or, when a shape has none, split-K reduced
+ * in a separate step (COMPUTE_TYPE / OUTPUT_TYPE), never the in-place scheme. The heuristic cache keys on the
+ * mode. Returns the previous setting. */
+bool cg_cuda_matmul_set_deterministic(bool on);
+
 /* Frees the cuBLASLt handles and workspaces and empties the heuristic cache (cg_shutdown calls it; they are
  * re-created on the next matmul). */
 void cg_cuda_matmul_release(void);

@@ -1,5 +1,5 @@
-/* The CUDA nn kernels behind C linkage: the fused norms, activations, softmax / cross-entropy and causal
- * attention, forward and backward. Each mirrors the CPU kernel of the same name (core/nn_norm.h,
+/* The CUDA nn kernels behind C linkage: the fused norms, activations, softmax / cross-entropy, chunked token log-probs
+ * and causal attention, forward and backward. Each mirrors the CPU kernel of the same name (core/nn_norm.h,
  * core/nn_activation.h, core/nn_softmax.h, core/nn_attention.h), in the same argument order, with:
  *   - a leading cg_dtype (CG_F32 or CG_BF16) for the arrays the CPU kernel types `float` and that hold
  *     activations, weights or their gradients (declared void * here);
@@ -88,6 +88,24 @@ cg_status cg_cuda_cross_entropy_backward(cg_dtype dt, void *dlogits, const void 
 /* out[0] = (sum of row_loss[0..N) in a fixed order) / count, 0 when count is 0; out f32. The mean loss of
  * cross-entropy without a round trip to the host. */
 cg_status cg_cuda_mean_loss(float *out, const float *row_loss, int64_t N, int64_t count);
+
+/* ------------------------------------------------------------------ token log-probs (cuda/nn_logprobs.cu) */
+
+/* As the CPU kernels cg_cpu_token_logprobs_forward/backward (core/nn_softmax.h): hidden [N, C] and weight [V, C]
+ * in dt (f32 or bf16), tokens a device int64 [N] array trusted to lie in [0, V), out/lse/dout f32 [N]. The
+ * gradients dhidden [N, C] and dweight [V, C] are f32 whatever dt (accumulators: dhidden sums over the chunks in
+ * f32), each overwritten, either may be NULL. The logits of a chunk are computed by cuBLASLt (fp32
+ * accumulation; TF32 for f32 inputs unless cg_cuda_matmul_set_tf32(false)) into an f32 scratch; the backward's
+ * dlogits are rounded to dt before their two matmuls. scratch holds cg_cuda_token_logprobs_scratch(dt, N, chunk)
+ * floats of device memory (N x chunk x 4 bytes for f32, x 6 for bf16, plus a little): never N x V. */
+size_t cg_cuda_token_logprobs_scratch(cg_dtype dt, int64_t N, int64_t chunk);
+cg_status cg_cuda_token_logprobs_forward(cg_dtype dt, float *out, float *lse, const void *hidden, const void *weight,
+                                         const int64_t *tokens, int64_t N, int64_t C, int64_t V, int64_t chunk,
+                                         float *scratch);
+cg_status cg_cuda_token_logprobs_backward(cg_dtype dt, float *dhidden, float *dweight, const float *dout,
+                                          const void *hidden, const void *weight, const int64_t *tokens,
+                                          const float *lse, int64_t N, int64_t C, int64_t V, int64_t chunk,
+                                          float *scratch);
 
 /* ------------------------------------------------------------------ attention (cuda/nn_attention.cu) */
 
