@@ -516,6 +516,14 @@ static cg_tensor *default_positions(int64_t B, int64_t T, int64_t offset) {
 
 /* Ids (tokens or positions) on the model's device (host ones uploaded, packed, into the step arena). With
  * limit > 0 they must lie in [0, limit): checked where they live (a device check waits for its answer). */
+static cg_status bad_id(const cg_model *m, const char *what, double value, int64_t index, int64_t limit) {
+    if (strcmp(what, "token") == 0)
+        return cg_set_error(CG_ERR_INVALID_ARG, "model_forward: token %.0f at position %lld is outside the vocabulary "
+                            "[0, %lld)", value, (long long)index, (long long)limit);
+    return cg_set_error(CG_ERR_INVALID_ARG, "model_forward: position %.0f is outside the %lld learned positions of %s",
+                        value, (long long)limit, m->cfg.name);
+}
+
 static const cg_tensor *ids_on_device(const cg_model *m, const cg_tensor *ids, int64_t limit, const char *what) {
     char d[160];
     if (ids->dtype != CG_I32 && ids->dtype != CG_I64) {
@@ -526,8 +534,7 @@ static const cg_tensor *ids_on_device(const cg_model *m, const cg_tensor *ids, i
         for (int64_t i = 0; limit > 0 && i < cg_numel(ids); i++) {
             double t = cg_get_flat(ids, i);
             if (t < 0 || t >= (double)limit) {
-                cg_set_error(CG_ERR_INVALID_ARG, "model_forward: %s %.0f at index %lld is outside [0, %lld) of %s", what,
-                             t, (long long)i, (long long)limit, m->cfg.name);
+                bad_id(m, what, t, i, limit);
                 return NULL;
             }
         }
@@ -545,8 +552,7 @@ static const cg_tensor *ids_on_device(const cg_model *m, const cg_tensor *ids, i
     int64_t value = 0, pos = -1;
     if (cg_ops_find_bad_index(ids, limit, &value, &pos) != CG_OK) return NULL;
     if (pos >= 0) {
-        cg_set_error(CG_ERR_INVALID_ARG, "model_forward: %s %lld at index %lld is outside [0, %lld) of %s", what,
-                     (long long)value, (long long)pos, (long long)limit, m->cfg.name);
+        bad_id(m, what, (double)value, pos, limit);
         return NULL;
     }
     return ids;
