@@ -138,7 +138,7 @@ STATIC_LIB := $(BUILD)/lib/libcgrad.a
 SHARED_LIB := $(BUILD)/lib/libcgrad.so
 CGRAD := $(BUILD)/bin/cgrad
 
-.PHONY: all lib test test-run test-full test-gpu bench run deps clean install features help fuzz
+.PHONY: all lib test test-run test-full test-gpu bench bench-train run deps clean install features help fuzz
 .DEFAULT_GOAL := all
 
 all: features lib $(CGRAD) $(EXAMPLE_BINS)
@@ -238,6 +238,12 @@ test-gpu: tests
 bench: $(BENCH_BINS) $(CGRAD)
 	@for b in $(BENCH_BINS); do echo "== $$b"; $$b || exit 1; done
 
+# The issue-6 training benchmark side by side: cgrad train on GPT-2 124M (bench/bench_train.c), then the same
+# step in PyTorch (bench/torch_gpt2.py; skipped when python3 or torch is missing). Both skip without a GPU.
+bench-train: $(BUILD)/bench/bench_train $(CGRAD)
+	$(BUILD)/bench/bench_train --cgrad $(CGRAD)
+	@if command -v python3 >/dev/null; then python3 bench/torch_gpt2.py; else echo "torch_gpt2: no python3: skipped"; fi
+
 # The default demo: a small transformer trained from scratch on CPU (SFT warm-up on generated arithmetic,
 # then GRPO), held-out accuracy before and after, metrics and an SVG plot in rl_out/.
 run: all
@@ -278,6 +284,6 @@ clean:
 	rm -rf build
 
 help:
-	@echo "targets: all lib test test-full test-gpu bench run deps install clean fuzz"
+	@echo "targets: all lib test test-full test-gpu bench bench-train run deps install clean fuzz"
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -279,6 +279,7 @@ cg_status cg_lora_attach(cg_model *m, const cg_lora_config *cfg) {
     if (!selected || !resolved) s = cg_set_error(CG_ERR_OOM, "lora_attach: out of host memory");
     if (s == CG_OK) s = resolve_targets(m, &l, cfg->targets, selected, resolved, &n_resolved);
     if (s == CG_OK) s = attach_selected(m, cfg, &l, selected);
+    if (s == CG_OK) s = cg_model_refresh_working_copies(m); /* mixed precision: the initialised adapters' copies */
     free(selected);
     free(resolved);
     layer_list_free(&l);
@@ -315,6 +316,7 @@ cg_status cg_lora_merge(cg_model *m) {
         return cg_set_error(CG_ERR_INVALID_ARG, "lora_merge: the adapters are disabled (enable them before merging)");
     cg_status s = fold(m, 1.0f, "lora_merge");
     if (s == CG_OK) m->lora_merged = true;
+    if (s == CG_OK) s = cg_model_refresh_working_copies(m); /* the forward reads the merged weights' copies */
     return s;
 }
 
@@ -323,6 +325,7 @@ cg_status cg_lora_unmerge(cg_model *m) {
     if (!m->lora_merged) return cg_set_error(CG_ERR_INVALID_ARG, "lora_unmerge: the adapters are not merged");
     cg_status s = fold(m, -1.0f, "lora_unmerge");
     if (s == CG_OK) m->lora_merged = false;
+    if (s == CG_OK) s = cg_model_refresh_working_copies(m);
     return s;
 }
 
@@ -642,6 +645,7 @@ cg_status cg_lora_load(cg_model *m, const char *dir) {
             }
         }
     }
+    if (s == CG_OK) s = cg_model_refresh_working_copies(m); /* mixed precision: the loaded adapters' copies */
     free(selected);
     free(resolved);
     free(entries);

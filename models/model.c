@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/context.h"
+#include "core/ops_common.h"
 
 /* ------------------------------------------------------------------ presets */
 
@@ -107,6 +108,61 @@ cg_status cg_model_config_validate(const cg_model_config *c) {
 
 /* ------------------------------------------------------------------ parameters */
 
+/* ------------------------------------------------------------------ mixed precision */
+
+/* Gives p its bf16 working copy (in the model's arena) if it has none, and fills it from the master. */
+static cg_status make_working_copy(cg_model *m, cg_named_param *p) {
+    if (!p->working) {
+        p->working = cg_tensor_empty(m->arena, CG_BF16, p->tensor->ndim, p->tensor->shape);
+        if (!p->working) return cg_error_context("model: bf16 working copy of %s: ", p->name);
+    }
+    cg_status s = cg_copy(p->working, p->tensor);
+    return s == CG_OK ? CG_OK : cg_error_context("model: bf16 working copy of %s: ", p->name);
+}
+
+cg_status cg_model_set_compute_dtype(cg_model *m, cg_dtype dtype) {
+    if (!m) return cg_set_error(CG_ERR_INVALID_ARG, "model_set_compute_dtype: NULL model");
+    if (dtype != CG_F32 && dtype != CG_BF16)
+        return cg_set_error(CG_ERR_DTYPE, "model_set_compute_dtype: %s is not a compute dtype (f32 or bf16)",
+                            cg_dtype_name(dtype));
+    if (dtype == CG_BF16 && m->device.type != CG_DEVICE_CUDA)
+        return cg_set_error(CG_ERR_UNSUPPORTED, "model_set_compute_dtype: bf16 compute needs a CUDA model; %s is on "
+                            "the CPU, which computes in f32", m->cfg.name[0] ? m->cfg.name : "the model");
+    if (dtype == CG_BF16) {
+        for (int i = 0; i < m->n_params; i++) {
+            cg_status s = make_working_copy(m, &m->params[i]);
+            if (s != CG_OK) return s;
+        }
+    }
+    m->compute_dtype = dtype;
+    return CG_OK;
+}
+
+cg_dtype cg_model_compute_dtype(const cg_model *m) { return m ? m->compute_dtype : CG_F32; }
+
+cg_tensor *cg_model_working_copy(const cg_model *m, const cg_tensor *param) {
+    if (!m || !param || m->compute_dtype != CG_BF16) return NULL;
+    for (int i = 0; i < m->n_params; i++)
+        if (m->params[i].tensor == param) return m->params[i].working;
+    return NULL;
+}
+
+cg_status cg_model_refresh_working_copies(cg_model *m) {
+    if (!m) return cg_set_error(CG_ERR_INVALID_ARG, "model_refresh_working_copies: NULL model");
+    if (m->compute_dtype != CG_BF16) return CG_OK;
+    for (int i = 0; i < m->n_params; i++) {
+        cg_status s = make_working_copy(m, &m->params[i]);
+        if (s != CG_OK) return s;
+    }
+    return CG_OK;
+}
+
+cg_tensor *cg_model_weight(const cg_model *m, const cg_tensor *p) {
+    if (!p) return NULL;
+    cg_tensor *w = cg_model_working_copy(m, p);
+    return w ? cg_working_weight(p, w) : (cg_tensor *)p;
+}
+
 cg_status cg_model_add_param(cg_model *m, const char *name, cg_tensor *t, bool adapter) {
     if (m->n_params == m->cap_params) {
         int cap = m->cap_params ? 2 * m->cap_params : 64;
@@ -120,7 +176,9 @@ cg_status cg_model_add_param(cg_model *m, const char *name, cg_tensor *t, bool a
     if (!copy) return cg_last_status();
     memcpy(copy, name, len);
     t->name = copy;
-    m->params[m->n_params++] = (cg_named_param){copy, t, adapter};
+    m->params[m->n_params++] = (cg_named_param){copy, t, adapter, NULL};
+    /* registered while the model computes in bf16 (a LoRA adapter attached later): its copy now */
+    if (m->compute_dtype == CG_BF16) return make_working_copy(m, &m->params[m->n_params - 1]);
     return CG_OK;
 }
 
@@ -321,6 +379,10 @@ cg_status cg_model_copy(const cg_model *m, cg_model **out) {
     }
     cg_model_set_base_trainable(c, false);
     c->cfg.init_std = m->cfg.init_std;
+    if (s == CG_OK && m->compute_dtype != CG_F32 && (s = cg_model_set_compute_dtype(c, m->compute_dtype)) != CG_OK) {
+        cg_model_free(c);
+        return s;
+    }
     *out = c;
     return CG_OK;
 }
@@ -352,7 +414,8 @@ cg_status cg_kv_cache_create(const cg_model *m, int64_t batch, int64_t max_len, 
     bool ok = kv->arena && kv->k && kv->v;
     int64_t shape[4] = {batch, c->n_kv_head, max_len, D};
     for (int64_t l = 0; ok && l < c->n_layer; l++)
-        ok = (kv->k[l] = cg_tensor_zeros(kv->arena, CG_F32, 4, shape)) && (kv->v[l] = cg_tensor_zeros(kv->arena, CG_F32, 4, shape));
+        ok = (kv->k[l] = cg_tensor_zeros(kv->arena, m->compute_dtype, 4, shape)) &&
+             (kv->v[l] = cg_tensor_zeros(kv->arena, m->compute_dtype, 4, shape));
     if (!ok) {
         cg_status s = cg_last_status() != CG_OK ? cg_last_status() : cg_set_error(CG_ERR_OOM, "kv_cache_create: out of memory");
         cg_kv_cache_free(kv);
@@ -376,16 +439,21 @@ void cg_kv_cache_free(cg_kv_cache *c) {
 
 /* ------------------------------------------------------------------ forward */
 
+/* What the forward reads for parameter p (its bf16 working copy under mixed precision); NULL stays NULL. */
+static cg_tensor *W(const cg_model *m, const cg_tensor *p) { return p ? cg_model_weight(m, p) : NULL; }
+
 /* A linear layer, through its LoRA adapter when one is attached and adapters are enabled. LoRA dropout
  * applies in training only (grad mode on). */
 static cg_tensor *linear_module(cg_model *m, const cg_linear_module *mod, const cg_tensor *x, bool gelu) {
     if (mod->lora_a && m->lora_enabled && !m->lora_merged) {
         float p = cg_grad_enabled() ? mod->lora_dropout : 0.0f;
-        cg_tensor *y = cg_lora_linear(x, mod->weight, mod->bias, mod->lora_a, mod->lora_b, mod->lora_scale, p,
-                                      &m->lora_rng);
+        cg_tensor *w = W(m, mod->weight), *b = W(m, mod->bias), *la = W(m, mod->lora_a), *lb = W(m, mod->lora_b);
+        if (!w || (mod->bias && !b) || !la || !lb) return NULL;
+        cg_tensor *y = cg_lora_linear(x, w, b, la, lb, mod->lora_scale, p, &m->lora_rng);
         return gelu && y ? cg_gelu(y) : y;
     }
-    return cg_linear(x, mod->weight, mod->bias, gelu);
+    cg_tensor *w = W(m, mod->weight), *b = W(m, mod->bias);
+    return w && (b || !mod->bias) ? cg_linear(x, w, b, gelu) : NULL;
 }
 
 /* [B, T, H * D] -> [B, H, T, D] (a view) */
@@ -436,7 +504,7 @@ static cg_tensor *attention_block(cg_model *m, int64_t l, const cg_tensor *h, co
     return merged ? linear_module(m, &b->o, merged, false) : NULL;
 }
 
-/* Positions [B, T] i64: cache->len + t for every row, when the caller gives none. */
+/* Positions [B, T] i64: cache->len + t for every row, when the caller gives none (on the host). */
 static cg_tensor *default_positions(int64_t B, int64_t T, int64_t offset) {
     int64_t s[2] = {B, T};
     cg_tensor *p = cg_tensor_empty(cg_step_arena(CG_CPU), CG_I64, 2, s);
@@ -444,6 +512,50 @@ static cg_tensor *default_positions(int64_t B, int64_t T, int64_t offset) {
     int64_t *d = cg_data(p);
     for (int64_t i = 0; i < B * T; i++) d[i] = offset + i % T;
     return p;
+}
+
+/* Ids (tokens or positions) on the model's device (host ones uploaded, packed, into the step arena). With
+ * limit > 0 they must lie in [0, limit): checked where they live (a device check waits for its answer). */
+static cg_status bad_id(const cg_model *m, const char *what, double value, int64_t index, int64_t limit) {
+    if (strcmp(what, "token") == 0)
+        return cg_set_error(CG_ERR_INVALID_ARG, "model_forward: token %.0f at position %lld is outside the vocabulary "
+                            "[0, %lld)", value, (long long)index, (long long)limit);
+    return cg_set_error(CG_ERR_INVALID_ARG, "model_forward: position %.0f is outside the %lld learned positions of %s",
+                        value, (long long)limit, m->cfg.name);
+}
+
+static const cg_tensor *ids_on_device(const cg_model *m, const cg_tensor *ids, int64_t limit, const char *what) {
+    char d[160];
+    if (ids->dtype != CG_I32 && ids->dtype != CG_I64) {
+        cg_set_error(CG_ERR_DTYPE, "model_forward: %s %s must be i32 or i64", what, cg_tensor_desc(ids, d, sizeof d));
+        return NULL;
+    }
+    if (ids->device.type == CG_DEVICE_CPU) {
+        for (int64_t i = 0; limit > 0 && i < cg_numel(ids); i++) {
+            double t = cg_get_flat(ids, i);
+            if (t < 0 || t >= (double)limit) {
+                bad_id(m, what, t, i, limit);
+                return NULL;
+            }
+        }
+        if (m->device.type == CG_DEVICE_CPU) return ids;
+        cg_arena *a = cg_step_arena(m->device);
+        cg_tensor *up = a ? cg_tensor_empty(a, ids->dtype, ids->ndim, ids->shape) : NULL;
+        return up && cg_copy(up, ids) == CG_OK ? up : NULL;
+    }
+    if (!cg_device_eq(ids->device, m->device)) {
+        cg_set_error(CG_ERR_DEVICE, "model_forward: %s %s are on another device than the model %s", what,
+                     cg_tensor_desc(ids, d, sizeof d), m->cfg.name);
+        return NULL;
+    }
+    if (limit <= 0) return ids;
+    int64_t value = 0, pos = -1;
+    if (cg_ops_find_bad_index(ids, limit, &value, &pos) != CG_OK) return NULL;
+    if (pos >= 0) {
+        bad_id(m, what, (double)value, pos, limit);
+        return NULL;
+    }
+    return ids;
 }
 
 cg_tensor *cg_model_forward(cg_model *m, const cg_model_inputs *in) {
@@ -475,39 +587,25 @@ cg_tensor *cg_model_forward(cg_model *m, const cg_model_inputs *in) {
     }
     const cg_tensor *positions = in->positions;
     if (!positions && !(positions = default_positions(B, T, offset))) return NULL;
-    /* the largest position must have an embedding (GPT-2) or lie inside the trained context */
-    if (c->arch == CG_ARCH_GPT2) {
-        for (int64_t i = 0; i < B * T; i++) {
-            double p = cg_get_flat(positions, i);
-            if (p < 0 || p >= (double)c->max_seq_len) {
-                cg_set_error(CG_ERR_INVALID_ARG, "model_forward: position %.0f is outside the %lld learned positions "
-                             "of %s", p, (long long)c->max_seq_len, c->name);
-                return NULL;
-            }
-        }
-    }
-    /* token ids past the real vocabulary are an error (the embedding checks against the padded size) */
-    for (int64_t i = 0; i < B * T; i++) {
-        double t = cg_get_flat(tok, i);
-        if (t < 0 || t >= (double)c->vocab_size) {
-            cg_set_error(CG_ERR_INVALID_ARG, "model_forward: token %.0f at position %lld is outside the vocabulary "
-                         "[0, %lld)", t, (long long)i, (long long)c->vocab_size);
-            return NULL;
-        }
-    }
-
-    cg_tensor *x = cg_embedding(m->wte, tok);
-    if (x && c->arch == CG_ARCH_GPT2) x = cg_add(x, cg_embedding(m->wpe, positions));
-    if (!x) return NULL;
     bool gpt2 = c->arch == CG_ARCH_GPT2;
+    /* token ids past the real vocabulary are an error (the embedding checks only against the padded size);
+     * GPT-2's positions must have an embedding (RoPE positions are free) */
+    if (!(tok = ids_on_device(m, tok, c->vocab_size, "token"))) return NULL;
+    if (!(positions = ids_on_device(m, positions, gpt2 ? c->max_seq_len : 0, "position"))) return NULL;
+
+    cg_tensor *x = cg_embedding(W(m, m->wte), tok);
+    if (x && gpt2) x = cg_add(x, cg_embedding(W(m, m->wpe), positions));
+    if (!x) return NULL;
     for (int64_t l = 0; l < c->n_layer && x; l++) {
         cg_block *b = &m->blocks[l];
-        cg_tensor *h = gpt2 ? cg_layernorm(x, b->norm1_w, b->norm1_b, c->norm_eps) : cg_rmsnorm(x, b->norm1_w, c->norm_eps);
+        cg_tensor *n1w = W(m, b->norm1_w), *n1b = W(m, b->norm1_b), *n2w = W(m, b->norm2_w), *n2b = W(m, b->norm2_b);
+        if (!n1w || !n2w || (gpt2 && (!n1b || !n2b))) return NULL;
+        cg_tensor *h = gpt2 ? cg_layernorm(x, n1w, n1b, c->norm_eps) : cg_rmsnorm(x, n1w, c->norm_eps);
         if (!h) return NULL;
         cg_tensor *att = attention_block(m, l, h, positions, in, B, T);
         if (!att) return NULL;
         cg_tensor *resid = NULL;
-        cg_tensor *h2 = cg_residual_norm(att, x, b->norm2_w, gpt2 ? b->norm2_b : NULL, c->norm_eps, !gpt2, &resid);
+        cg_tensor *h2 = cg_residual_norm(att, x, n2w, gpt2 ? n2b : NULL, c->norm_eps, !gpt2, &resid);
         if (!h2) return NULL;
         cg_tensor *mlp = gpt2 ? linear_module(m, &b->proj, linear_module(m, &b->fc, h2, true), false)
                               : linear_module(m, &b->down,
@@ -518,11 +616,14 @@ cg_tensor *cg_model_forward(cg_model *m, const cg_model_inputs *in) {
     }
     if (!x) return NULL;
     if (in->cache) in->cache->len += T;
-    return gpt2 ? cg_layernorm(x, m->norm_f_w, m->norm_f_b, c->norm_eps) : cg_rmsnorm(x, m->norm_f_w, c->norm_eps);
+    cg_tensor *nfw = W(m, m->norm_f_w), *nfb = W(m, m->norm_f_b);
+    if (!nfw || (gpt2 && !nfb)) return NULL;
+    return gpt2 ? cg_layernorm(x, nfw, nfb, c->norm_eps) : cg_rmsnorm(x, nfw, c->norm_eps);
 }
 
 cg_tensor *cg_model_head(const cg_model *m) {
-    cg_tensor *w = m->lm_head ? m->lm_head : m->wte;
+    cg_tensor *w = W(m, m->lm_head ? m->lm_head : m->wte);
+    if (!w) return NULL;
     return m->cfg.vocab_size == m->cfg.padded_vocab_size ? w : cg_slice(w, 0, 0, m->cfg.vocab_size, 1);
 }
 

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 
 #include "autograd/ops.h"
+#include "autograd/ops_mixed.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -74,7 +75,8 @@ typedef struct cg_block {
 typedef struct cg_named_param {
     const char *name;
     cg_tensor *tensor;
-    bool adapter; /* a LoRA weight */
+    bool adapter;       /* a LoRA weight */
+    cg_tensor *working; /* its bf16 working copy (compute dtype bf16), else NULL */
 } cg_named_param;
 
 typedef struct cg_model {
@@ -91,6 +93,7 @@ typedef struct cg_model {
     bool lora_enabled;       /* adapters take part in the forward (false: the base model = reference policy) */
     bool lora_merged;        /* adapters are folded into the base weights (models/lora.h): the forward skips them */
     cg_rng lora_rng;         /* LoRA dropout masks (training only: grad mode on) */
+    cg_dtype compute_dtype;  /* CG_F32 (default) or CG_BF16 (CUDA: the forward reads the working copies) */
 } cg_model;
 
 /* A new model with random init (seeded Philox) on device. Base parameters require gradients (full
@@ -117,6 +120,26 @@ int cg_model_trainable(const cg_model *m, cg_tensor **out, int cap);
 /* Registers a tensor under a name (used by LoRA and checkpoint loading; the name is copied). */
 cg_status cg_model_add_param(cg_model *m, const char *name, cg_tensor *t, bool adapter);
 
+/* ---- mixed precision (DESIGN.md section 5) ----
+ * CG_BF16 (CUDA models only): every parameter, trainable or frozen, gets a bf16 working copy in the model's
+ * arena, filled from its fp32 master at once (a parameter registered later, such as a LoRA adapter, gets its
+ * copy when registered and cg_lora_attach refreshes it after its init). The forward then reads the copies
+ * (cg_working_weight: no conversion pass) and runs in bf16 with f32 accumulation; norms, softmax and the
+ * loss compute in f32; gradients reach the masters' f32 .grad. Whoever changes a master outside the
+ * optimizer must call cg_model_refresh_working_copies; an optimizer keeps them current itself once each
+ * copy is given to cg_optimizer_set_working_copy (the trainer does this). CG_F32 returns to the masters (the
+ * copies stay allocated and are refreshed if bf16 is chosen again). A CPU model refuses CG_BF16 (the CPU
+ * computes in f32). */
+cg_status cg_model_set_compute_dtype(cg_model *m, cg_dtype dtype);
+cg_dtype cg_model_compute_dtype(const cg_model *m);
+/* The bf16 working copy of a parameter of m (NULL when m computes in f32 or param is not one of m's). */
+cg_tensor *cg_model_working_copy(const cg_model *m, const cg_tensor *param);
+/* Rewrites every working copy from its master (after loading weights, merging LoRA, resuming). */
+cg_status cg_model_refresh_working_copies(cg_model *m);
+/* What the forward reads for parameter p: the working copy standing in for p (cg_working_weight) when m
+ * computes in bf16, else p. */
+cg_tensor *cg_model_weight(const cg_model *m, const cg_tensor *p);
+
 /* ---- KV cache (inference: use under no-grad) ---- */
 typedef struct cg_kv_cache {
     int64_t batch, max_len, len; /* len: positions filled so far */
@@ -128,7 +151,10 @@ cg_status cg_kv_cache_create(const cg_model *m, int64_t batch, int64_t max_len, 
 void cg_kv_cache_reset(cg_kv_cache *c);
 void cg_kv_cache_free(cg_kv_cache *c);
 
-/* ---- forward ---- */
+/* ---- forward ----
+ * Tokens (and positions) may be on the CPU or on the model's device; CPU ones are range-checked on the
+ * host and uploaded (one copy each), device ones are checked on the device (the check waits for its
+ * answer). The KV cache holds keys and values in the model's compute dtype. */
 typedef struct cg_model_inputs {
     const cg_tensor *tokens;    /* [B, T] i32/i64 */
     const cg_tensor *positions; /* optional [B, T] i32/i64 (left padding); default cache->len + t */

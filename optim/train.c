@@ -8,6 +8,9 @@
 #include "autograd/autograd.h"
 #include "core/context.h"
 #include "optim/train_internal.h"
+#ifdef CG_HAVE_CUDA
+#include "cuda/meminfo.h"
+#endif
 
 static double now_s(void) {
     struct timespec ts;
@@ -54,14 +57,32 @@ double cg_train_flops_per_token(const cg_model *m, int64_t seq_len) {
     return 6.0 * n + 6.0 * (double)m->cfg.n_layer * (double)m->cfg.d_model * (double)seq_len;
 }
 
+/* A GPU model: the working copies go to the optimizer, and the device buffers every step reuses (the
+ * targets and the loss accumulator) are made once here. Nothing to do on the CPU. */
+static cg_status gpu_setup(cg_trainer *tr) {
+    cg_model *m = tr->model;
+    if (m->device.type != CG_DEVICE_CUDA) return CG_OK;
+    for (int i = 0; i < tr->n_params; i++) {
+        cg_tensor *copy = cg_model_working_copy(m, tr->params[i]);
+        if (!copy) continue;
+        cg_status s = cg_optimizer_set_working_copy(tr->opt, i, copy);
+        if (s != CG_OK) return s;
+    }
+    int64_t shape[2] = {tr->cfg.batch, tr->cfg.seq_len};
+    tr->dev_arena = cg_arena_create("trainer", m->device, sizeof(int32_t) * (size_t)(shape[0] * shape[1]) + 4096);
+    if (!tr->dev_arena) return cg_last_status();
+    tr->dev_targets = cg_tensor_empty(tr->dev_arena, CG_I32, 2, shape);
+    tr->loss_sum = tr->dev_targets ? cg_tensor_zeros(tr->dev_arena, CG_F32, 0, NULL) : NULL;
+    return tr->loss_sum ? CG_OK : cg_last_status();
+}
+
 cg_status cg_trainer_create(cg_model *m, cg_data_loader *data, const cg_train_config *cfg, cg_trainer **out) {
     if (!out) return cg_set_error(CG_ERR_INVALID_ARG, "trainer: NULL output");
     *out = NULL;
     if (!m || !data || !cfg) return cg_set_error(CG_ERR_INVALID_ARG, "trainer: NULL model, data or config");
-    if (m->device.type != CG_DEVICE_CPU)
-        return cg_set_error(CG_ERR_UNSUPPORTED,
-                            "trainer: training on a GPU needs the CUDA backend, which is not built yet "
-                            "(use --device cpu)");
+    if (m->device.type != CG_DEVICE_CPU && m->device.type != CG_DEVICE_CUDA)
+        return cg_set_error(CG_ERR_UNSUPPORTED, "trainer: the model is on an unknown device type %d",
+                            (int)m->device.type);
     if (cfg->batch < 1 || cfg->seq_len < 1)
         return cg_set_error(CG_ERR_INVALID_ARG, "trainer: batch %lld and seq_len %lld must be >= 1",
                             (long long)cfg->batch, (long long)cfg->seq_len);
@@ -127,6 +148,7 @@ cg_status cg_trainer_create(cg_model *m, cg_data_loader *data, const cg_train_co
         s = cg_optimizer_create_zero1(&cfg->optim, tr->n_params, tr->params, tr->comm, &tr->opt);
     else if (s == CG_OK)
         s = cg_optimizer_create(&cfg->optim, tr->n_params, tr->params, &tr->opt);
+    if (s == CG_OK) s = gpu_setup(tr);
     if (s != CG_OK) {
         cg_error_context("trainer: ");
         cg_trainer_free(tr);
@@ -140,6 +162,7 @@ void cg_trainer_free(cg_trainer *tr) {
     if (!tr) return;
     cg_optimizer_free(tr->opt);
     cg_grad_sync_free(tr->sync);
+    cg_arena_destroy(tr->dev_arena);
     free(tr->loss_window.values);
     free(tr->grad_window.values);
     free(tr->inputs);
@@ -170,16 +193,41 @@ static cg_status next_batch(cg_trainer *tr, cg_data_loader *d) {
     return CG_OK;
 }
 
-/* Forward of the current batch: the mean loss tensor (step arena). */
+/* Forward of the current batch: the mean loss tensor (step arena). The tokens go in as a host tensor (the
+ * forward uploads them to a GPU model); on a GPU the targets are copied into the trainer's device buffer. */
 static cg_tensor *batch_loss(cg_trainer *tr) {
     const int64_t shape[2] = {tr->cfg.batch, tr->cfg.seq_len};
     cg_arena *a = cg_step_arena(CG_CPU);
     cg_tensor *tok = cg_tensor_from_data(a, CG_I32, 2, shape, tr->inputs);
     cg_tensor *tgt = tok ? cg_tensor_from_data(a, CG_I32, 2, shape, tr->targets) : NULL;
     if (!tgt) return NULL;
+    if (tr->dev_targets) {
+        if (cg_copy(tr->dev_targets, tgt) != CG_OK) return NULL;
+        tgt = tr->dev_targets;
+    }
     cg_model_inputs in = {.tokens = tok};
     cg_tensor *h = cg_model_forward(tr->model, &in);
     return h ? cg_model_loss(tr->model, h, tgt) : NULL;
+}
+
+/* Memory figures of the model's device into info (and the trainer's peaks). */
+static void memory_info(cg_trainer *tr, cg_train_step_info *info) {
+    cg_device dev = tr->model->device;
+    cg_memory_stats ms = cg_memory_get_stats(dev);
+    size_t arena = cg_arena_get_stats(tr->model->arena).reserved + ms.persistent_reserved + ms.step_reserved +
+                   cg_optimizer_state_bytes(tr->opt);
+    if (tr->dev_arena) arena += cg_arena_get_stats(tr->dev_arena).reserved;
+    if (arena > tr->mem_arena_peak) tr->mem_arena_peak = arena;
+    info->mem_arena_bytes = arena;
+    info->mem_arena_peak = tr->mem_arena_peak;
+#ifdef CG_HAVE_CUDA
+    size_t free_b = 0, total_b = 0;
+    if (dev.type == CG_DEVICE_CUDA && cg_cuda_rt_mem_info(dev.index, &free_b, &total_b) == CG_OK) {
+        info->mem_device_used = total_b - free_b;
+        if (info->mem_device_used > tr->mem_device_peak) tr->mem_device_peak = info->mem_device_used;
+    }
+#endif
+    info->mem_device_peak = tr->mem_device_peak;
 }
 
 cg_status cg_trainer_step(cg_trainer *tr, cg_train_step_info *info) {
@@ -190,6 +238,9 @@ cg_status cg_trainer_step(cg_trainer *tr, cg_train_step_info *info) {
     double t0 = now_s();
     info->step = tr->step;
     cg_optimizer_zero_grad(tr->opt);
+    bool gpu = tr->loss_sum != NULL;
+    if (gpu && cg_device_memset_zero(tr->loss_sum->device, cg_data(tr->loss_sum), sizeof(float)) != CG_OK)
+        return cg_error_context("trainer step %lld: ", (long long)tr->step);
     double loss_sum = 0.0;
     for (int k = 0; k < tr->accum; k++) {
         cg_status s = next_batch(tr, tr->data);
@@ -200,10 +251,14 @@ cg_status cg_trainer_step(cg_trainer *tr, cg_train_step_info *info) {
             cg_step_end();
             return st;
         }
-        loss_sum += cg_get_flat(loss, 0);
+        /* on a GPU the losses add up on the device (queued: no wait); the CPU reads each one */
+        if (gpu)
+            s = cg_binary_into(CG_OP_ADD, tr->loss_sum, tr->loss_sum, loss);
+        else
+            loss_sum += cg_get_flat(loss, 0);
         cg_tensor *scaled = tr->accum > 1 ? cg_scale(loss, 1.0f / (float)tr->accum) : loss;
         /* Data parallel: the gradients are reduced during the last micro-batch's backward only. */
-        if (tr->sync) s = cg_grad_sync_begin(tr->sync, k == tr->accum - 1);
+        if (s == CG_OK && tr->sync) s = cg_grad_sync_begin(tr->sync, k == tr->accum - 1);
         if (s == CG_OK) s = scaled ? cg_backward(scaled) : cg_last_status();
         if (tr->sync) {
             cg_status f = cg_grad_sync_finish(tr->sync);
@@ -212,33 +267,54 @@ cg_status cg_trainer_step(cg_trainer *tr, cg_train_step_info *info) {
         cg_step_end();
         if (s != CG_OK) return cg_error_context("trainer step %lld: backward: ", (long long)tr->step);
     }
+    if (gpu) { /* the one read of the step's loss */
+        float sum = 0.0f;
+        cg_status s = cg_device_memcpy(CG_CPU, &sum, tr->loss_sum->device, cg_data(tr->loss_sum), sizeof sum);
+        if (s != CG_OK) return cg_error_context("trainer step %lld: reading the loss: ", (long long)tr->step);
+        loss_sum = sum;
+    }
     double loss = loss_sum / tr->accum;
     if (cg_comm_size(tr->comm) > 1) { /* the mean over ranks: every rank then decides the same */
         cg_status s = cg_comm_allreduce_f64(tr->comm, &loss, 1, CG_COMM_AVG);
         if (s != CG_OK) return cg_error_context("trainer step %lld: ", (long long)tr->step);
     }
     double lr = cg_lr_schedule(&tr->cfg.schedule, tr->step);
-    double norm;
-    int64_t nonfinite;
-    cg_status s = cg_optimizer_grad_norm(tr->opt, &norm, &nonfinite);
-    if (s != CG_OK) return s;
     info->loss = loss;
     info->lr = lr;
-    info->grad_norm = norm;
     info->loss_z = cg_outlier_update(&tr->loss_window, loss);
-    info->grad_z = cg_outlier_update(&tr->grad_window, norm);
-    if (!isfinite(loss) || nonfinite)
-        info->skip_reason = "nonfinite";
+    /* The skip decisions known before the gradients are looked at. The gradient outlier guard needs the
+     * norm first (a separate scan); otherwise the update's own scan gives it and skips non-finite
+     * gradients itself (the same decision as a scan beforehand, one device read fewer). */
+    const char *reason = NULL;
+    if (!isfinite(loss))
+        reason = "nonfinite";
     else if (tr->cfg.skip_loss_z > 0.0f && info->loss_z > tr->cfg.skip_loss_z)
-        info->skip_reason = "loss outlier";
-    else if (tr->cfg.skip_grad_z > 0.0f && info->grad_z > tr->cfg.skip_grad_z)
-        info->skip_reason = "grad outlier";
-    info->skipped = info->skip_reason != NULL;
-    if (!info->skipped) {
-        cg_optim_step_info oi;
-        s = cg_optimizer_step(tr->opt, (float)lr, &oi);
+        reason = "loss outlier";
+    double norm = NAN;
+    int64_t nonfinite = 0;
+    bool scanned = reason || tr->cfg.skip_grad_z > 0.0f;
+    if (scanned) {
+        cg_status s = cg_optimizer_grad_norm(tr->opt, &norm, &nonfinite);
         if (s != CG_OK) return s;
+        if (nonfinite) norm = NAN;
     }
+    if (!reason && nonfinite) reason = "nonfinite";
+    info->grad_z = NAN;
+    if (scanned) info->grad_z = cg_outlier_update(&tr->grad_window, norm);
+    if (!reason && tr->cfg.skip_grad_z > 0.0f && info->grad_z > tr->cfg.skip_grad_z) reason = "grad outlier";
+    if (!reason) {
+        cg_optim_step_info oi;
+        cg_status s = cg_optimizer_step(tr->opt, (float)lr, &oi);
+        if (s != CG_OK) return s;
+        if (oi.skipped) reason = "nonfinite";
+        if (!scanned) {
+            norm = oi.skipped ? NAN : oi.grad_norm;
+            info->grad_z = cg_outlier_update(&tr->grad_window, norm);
+        }
+    }
+    info->grad_norm = norm;
+    info->skip_reason = reason;
+    info->skipped = reason != NULL;
     cg_optimizer_zero_grad(tr->opt);
     tr->step++;
     tr->tokens_seen += tr->cfg.total_batch;
@@ -246,6 +322,13 @@ cg_status cg_trainer_step(cg_trainer *tr, cg_train_step_info *info) {
     info->seconds = now_s() - t0;
     info->tokens_per_s = info->seconds > 0 ? (double)info->tokens / info->seconds : 0.0;
     info->mfu = -1.0; /* CPU: no peak defined */
+    if (tr->model->device.type == CG_DEVICE_CUDA) {
+        bool bf16 = cg_model_compute_dtype(tr->model) == CG_BF16;
+        info->peak_flops = bf16 ? CG_TRAIN_PEAK_FLOPS_H100_BF16 : CG_TRAIN_PEAK_FLOPS_H100_TF32;
+        info->peak_name = bf16 ? "H100/H200 bf16 dense" : "H100/H200 TF32 dense";
+        info->mfu = tr->flops_per_token * info->tokens_per_s / info->peak_flops;
+    }
+    memory_info(tr, info);
     info->buckets = cg_grad_sync_num_buckets(tr->sync);
     info->buckets_overlapped = cg_grad_sync_overlapped(tr->sync);
     return CG_OK;
@@ -265,8 +348,10 @@ cg_status cg_trainer_evaluate(cg_trainer *tr, cg_data_loader *val, int64_t max_b
         s = next_batch(tr, val);
         if (s != CG_OK) break;
         cg_tensor *l = batch_loss(tr);
-        if (l)
-            sum += cg_get_flat(l, 0);
+        float v = 0.0f; /* the loss is a packed f32 scalar, on the host or the model's GPU */
+        if (l) s = cg_device_memcpy(CG_CPU, &v, l->device, cg_data(l), sizeof v);
+        if (l && s == CG_OK)
+            sum += v;
         else
             s = cg_error_context("trainer evaluate: ");
         cg_step_end();

@@ -24,7 +24,18 @@
  * tokens_per_s = total_batch / the step's wall time. FLOPs per token as llm.c's gpt2_estimate_mfu:
  * 6 N + 6 L C T (N = cg_model_num_elements, padded embedding included, counted once when tied; L layers,
  * C = d_model, T = seq_len); MFU = flops_per_token * tokens_per_s / peak, with peak 989.4e12 (H100/H200 bf16
- * dense) on a GPU; on the CPU no peak is defined and MFU is reported as n/a (negative in the struct).
+ * dense) for a bf16 model on a GPU and 494.7e12 (H100/H200 TF32 dense, what f32 matmuls run as) for an f32
+ * one; on the CPU no peak is defined and MFU is reported as n/a (negative in the struct).
+ *
+ * ---- On a GPU (a CUDA model) ----
+ * The model's compute dtype (cg_model_set_compute_dtype) decides the precision: with bf16 every trainable
+ * parameter's working copy is given to the optimizer (cg_optimizer_set_working_copy), whose fused update
+ * rewrites it after each step. The batch is checked on the host, then its targets are copied into a device
+ * buffer made at create (through the runtime's pinned staging) and the tokens uploaded by the forward into
+ * the step arena: after the first step nothing is allocated. Each micro-batch's loss is added on the device
+ * into an accumulator, read back once per step; the NaN/Inf check and the gradient norm come from the
+ * optimizer's device scan (one small read; a second one only when the step is skipped before the update
+ * or the gradient outlier guard needs the norm first). Memory: the info's mem_ fields (below).
  *
  * ---- Checkpoints (cg_trainer_save) ----
  * OUT/ckpt_<step %08d>/ holds
@@ -74,6 +85,7 @@ extern "C" {
 #endif
 
 #define CG_TRAIN_PEAK_FLOPS_H100_BF16 989.4e12
+#define CG_TRAIN_PEAK_FLOPS_H100_TF32 494.7e12
 
 typedef struct cg_train_config {
     int64_t batch, seq_len; /* micro-batch B x T (the loader's) */
@@ -103,6 +115,13 @@ typedef struct cg_train_step_info {
     int64_t tokens;          /* tokens in this step */
     double seconds, tokens_per_s;
     double mfu; /* < 0: n/a (CPU) */
+    double peak_flops;     /* MFU's denominator (0 on the CPU) */
+    const char *peak_name; /* what that peak is ("H100/H200 bf16 dense"), NULL on the CPU */
+    /* memory on the model's device: bytes the model, optimizer, trainer and context arenas hold (chunks
+     * reserved, what cudaMalloc gave them), the most of that seen so far, and on a GPU the device's used
+     * memory as the driver reports it (total - free: every process and the CUDA context included; 0 on the
+     * CPU) and its most so far */
+    size_t mem_arena_bytes, mem_arena_peak, mem_device_used, mem_device_peak;
     /* data parallel: gradient buckets, and how many of them were started during backward (overlapped) */
     int buckets, buckets_overlapped;
 } cg_train_step_info;
@@ -110,8 +129,8 @@ typedef struct cg_train_step_info {
 typedef struct cg_trainer cg_trainer;
 
 /* A trainer over the model's trainable parameters (cg_model_trainable), reading batches from data (not
- * owned; its batch and seq_len must equal cfg's). Gives the model its gradient buffers. CPU models only
- * for now (a CUDA model: CG_ERR_UNSUPPORTED, "needs the CUDA backend"). */
+ * owned; its batch and seq_len must equal cfg's). Gives the model its gradient buffers. The model may be on
+ * the CPU or a GPU (see "On a GPU" above); ZeRO-1 is CPU only (the optimizer refuses GPU shards). */
 cg_status cg_trainer_create(cg_model *m, cg_data_loader *data, const cg_train_config *cfg, cg_trainer **out);
 void cg_trainer_free(cg_trainer *tr);
 

@@ -219,7 +219,14 @@ cg_status cg_train_state_write(const cg_trainer *tr, const char *path) {
         w_u32(&w, (uint32_t)strlen(name));
         w_bytes(&w, name, strlen(name));
         w_u64(&w, (uint64_t)cg_numel(tr->params[i]));
-        w_bytes(&w, cg_data(tr->params[i]), cg_nbytes(tr->params[i])); /* fp32, little-endian host */
+        /* fp32, little-endian host; a GPU model's masters are read back (a packed f32 tensor: one copy) */
+        cg_status cs = cg_device_memcpy(CG_CPU, w.p, tr->params[i]->device, cg_data(tr->params[i]),
+                                        cg_nbytes(tr->params[i]));
+        if (cs != CG_OK) {
+            free(payload);
+            return cg_error_context("train state '%s': reading %s: ", path, name);
+        }
+        w.p += cg_nbytes(tr->params[i]);
     }
     w_u64(&w, (uint64_t)opt_bytes);
     cg_status s = sharded ? CG_OK : cg_optimizer_save_state(tr->opt, w.p);
@@ -489,7 +496,17 @@ cg_status cg_train_state_read(cg_trainer *tr, const char *path) {
         uint32_t name_len = r_u32(&pr);
         r_bytes(&pr, name_len);
         uint64_t numel = r_u64(&pr);
-        memcpy(cg_data(tr->params[i]), r_bytes(&pr, (size_t)numel * sizeof(float)), (size_t)numel * sizeof(float));
+        s = cg_device_memcpy(tr->params[i]->device, cg_data(tr->params[i]), CG_CPU,
+                             r_bytes(&pr, (size_t)numel * sizeof(float)), (size_t)numel * sizeof(float));
+        if (s != CG_OK) {
+            cg_error_context("train state '%s': ", path);
+            goto done;
+        }
+    }
+    /* mixed precision: the forward's bf16 copies follow the loaded masters */
+    if ((s = cg_model_refresh_working_copies(tr->model)) != CG_OK) {
+        cg_error_context("train state '%s': ", path);
+        goto done;
     }
     tr->step = step;
     tr->tokens_seen = tokens;

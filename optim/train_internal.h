@@ -26,6 +26,11 @@ struct cg_trainer {
     double flops_per_token;
     cg_comm *comm;         /* never NULL (cg_comm_single) */
     cg_grad_sync *sync;    /* with more than one rank */
+    /* a GPU model: the device buffers made at create */
+    cg_arena *dev_arena;   /* NULL on the CPU */
+    cg_tensor *dev_targets; /* [B, T] i32 */
+    cg_tensor *loss_sum;    /* [] f32: the step's micro-batch losses added on the device */
+    size_t mem_arena_peak, mem_device_peak;
 };
 
 /* z of x against the window (NaN until full), then x enters the window (if finite). */

@@ -343,6 +343,50 @@ static void test_forward_errors(void **state) {
     cg_model_free(m);
 }
 
+/* Mixed precision on the CPU: bf16 compute is refused with a clear error (the CPU computes in f32) and
+ * nothing changes; the working-weight op itself runs anywhere: its value is the copy's, and its gradient
+ * lands in the master's .grad (the copy has none). */
+static void test_compute_dtype_and_working_weight(void **state) {
+    (void)state;
+    cg_model *m = tiny("gpt2:tiny", 5);
+    assert_int_equal(cg_model_compute_dtype(m), CG_F32);
+    assert_int_equal(cg_model_set_compute_dtype(m, CG_BF16), CG_ERR_UNSUPPORTED);
+    assert_error_contains("bf16 compute needs a CUDA model");
+    assert_int_equal(cg_model_compute_dtype(m), CG_F32);
+    assert_int_equal(cg_model_set_compute_dtype(m, CG_I32), CG_ERR_DTYPE);
+    assert_ok(cg_model_set_compute_dtype(m, CG_F32));
+    assert_null(cg_model_working_copy(m, m->wte));
+    assert_ptr_equal(cg_model_weight(m, m->wte), m->wte); /* f32: the master itself */
+    assert_ok(cg_model_refresh_working_copies(m));         /* nothing to refresh */
+    cg_model_free(m);
+
+    /* y = sum(x * w) read through a stand-in copy c of w: dy/dw = x, into w's grad; values come from c */
+    int64_t sh[1] = {5};
+    cg_tensor *w = cg_test_rand_tensor(1, sh, 1, 1.0f, 0.0f, true);
+    cg_tensor *c = cg_test_rand_tensor(1, sh, 2, 1.0f, 0.0f, false);
+    cg_tensor *x = cg_test_rand_tensor(1, sh, 3, 1.0f, 0.0f, false);
+    assert_ok(cg_alloc_grad(w, cg_step_arena(CG_CPU)));
+    cg_tensor *ww = cg_working_weight(w, c);
+    assert_non_null(ww);
+    assert_true(ww != c && cg_data(ww) == cg_data(c) && ww->requires_grad && !c->requires_grad);
+    cg_tensor *y = cg_sum(cg_mul(x, ww), -1, false);
+    assert_non_null(y);
+    double want = 0.0;
+    for (int i = 0; i < 5; i++) want += cg_get_flat(x, i) * cg_get_flat(c, i);
+    assert_close(cg_get_flat(y, 0), want, 1e-5, 1e-6);
+    assert_ok(cg_backward(y));
+    for (int i = 0; i < 5; i++) assert_close(cg_get_flat(w->grad, i), cg_get_flat(x, i), 0, 0);
+    assert_null(c->grad);
+    /* no grad mode, or a frozen master: the copy itself, nothing recorded */
+    cg_no_grad_enter();
+    assert_ptr_equal(cg_working_weight(w, c), c);
+    cg_no_grad_exit();
+    int64_t sh2[1] = {4};
+    cg_tensor *bad = cg_test_rand_tensor(1, sh2, 4, 1.0f, 0.0f, false);
+    assert_null(cg_working_weight(w, bad));
+    assert_error_contains("working_weight");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_presets_and_counts, cg_test_teardown),
@@ -352,6 +396,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_kv_cache_matches_full_recomputation, cg_test_teardown),
         cmocka_unit_test_teardown(test_left_padding, cg_test_teardown),
         cmocka_unit_test_teardown(test_forward_errors, cg_test_teardown),
+        cmocka_unit_test_teardown(test_compute_dtype_and_working_weight, cg_test_teardown),
     };
     int rc = cmocka_run_group_tests_name("model", tests, NULL, NULL);
     cg_shutdown();

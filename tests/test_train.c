@@ -690,9 +690,18 @@ static void test_cli_train(void **state) {
     assert_non_null(strstr(out, "corrupted"));
 
     /* flag errors and the CUDA device */
-    snprintf(args, sizeof args, "train --model gpt2:tiny --data %s --device cuda", text);
+    if (cg_cuda_device_count() == 0) { /* with a GPU this would train (test_cuda_train covers it) */
+        snprintf(args, sizeof args, "train --model gpt2:tiny --data %s --device cuda", text);
+        assert_int_equal(cg_test_run_cgrad(args, out, sizeof out), 1);
+        assert_true(strstr(out, "no CUDA device") || strstr(out, "no CUDA backend"));
+    }
+    /* bf16 compute is for GPUs; an unknown dtype is a flag error */
+    snprintf(args, sizeof args, "train --model gpt2:tiny --data %s --dtype bf16", text);
     assert_int_equal(cg_test_run_cgrad(args, out, sizeof out), 1);
-    assert_non_null(strstr(out, "needs the CUDA backend"));
+    assert_non_null(strstr(out, "bf16 compute needs a CUDA model"));
+    snprintf(args, sizeof args, "train --model gpt2:tiny --data %s --dtype f16", text);
+    assert_int_equal(cg_test_run_cgrad(args, out, sizeof out), 2);
+    assert_non_null(strstr(out, "--dtype 'f16'"));
     assert_int_equal(cg_test_run_cgrad("train --model gpt2:tiny", out, sizeof out), 2);
     assert_non_null(strstr(out, "needs --model PRESET_OR_DIR and --data"));
     snprintf(args, sizeof args, "train --model gpt2:tiny --data %s --optimizer adam", text);

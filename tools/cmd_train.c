@@ -24,8 +24,8 @@ static void usage(FILE *f) {
         "usage: cgrad train --model PRESET_OR_DIR --data GLOB|FILE [--val GLOB|FILE] --steps N --batch B --seq T\n"
         "                   [--total-batch TOKENS] [--optimizer adamw|lion|sgd] [--lr LR] [--warmup N]\n"
         "                   [--schedule cosine|linear|wsd|constant] [--weight-decay W] [--clip C] [--grad-noise ETA]\n"
-        "                   [--lora-rank R --lora-alpha A --lora-targets LIST] [--device cpu|cuda] [--out DIR]\n"
-        "                   [--resume] [--metrics FILE.jsonl]\n"
+        "                   [--lora-rank R --lora-alpha A --lora-targets LIST] [--device cpu|cuda] [--dtype bf16|f32]\n"
+        "                   [--out DIR] [--resume] [--metrics FILE.jsonl]\n"
         "model and data:\n"
         "  --model M          a preset with random weights (listed below), a Hugging Face directory or an llm.c .bin\n"
         "  --init-seed S      the random weights' seed (default 1)\n"
@@ -58,7 +58,9 @@ static void usage(FILE *f) {
         "  --lora-alpha A     (default R)   --lora-targets LIST (default: PEFT's per family)\n"
         "  --lora-dropout P   (default 0)   --rslora\n"
         "run:\n"
-        "  --device D         cpu (default) or cuda\n"
+        "  --device D         cpu (default) or cuda (cuda:N for another GPU)\n"
+        "  --dtype T          compute dtype on a GPU: bf16 (default: bf16 working weights and activations, fp32\n"
+        "                     master weights, optimizer state and accumulation) or f32 (TF32 matmuls); the CPU is f32\n"
         "  --threads N        CPU threads (default: all cores)\n"
         "  --val-every N      validation loss every N steps (default 0: only at the end)\n"
         "  --val-steps N      validation batches (default 20)\n"
@@ -77,7 +79,7 @@ static void usage(FILE *f) {
 }
 
 typedef struct train_args {
-    const char *model, *data, *val, *tokenizer, *out, *metrics, *device, *optimizer, *schedule, *lora_targets;
+    const char *model, *data, *val, *tokenizer, *out, *metrics, *device, *optimizer, *schedule, *lora_targets, *dtype;
     int64_t init_seed, steps, batch, seq, total_batch, warmup, threads, val_every, val_steps, sample_every,
         sample_tokens, save_every, keep_last, lora_rank, seed, schedule_steps;
     float lr, final_frac, decay_frac, weight_decay, beta1, beta2, eps, momentum, clip, grad_noise, skip_loss_z,
@@ -126,6 +128,7 @@ static int parse_args(int argc, char **argv, train_args *a) {
                            : strcmp(f, "--out") == 0          ? &a->out
                            : strcmp(f, "--metrics") == 0      ? &a->metrics
                            : strcmp(f, "--device") == 0       ? &a->device
+                           : strcmp(f, "--dtype") == 0        ? &a->dtype
                            : strcmp(f, "--optimizer") == 0    ? &a->optimizer
                            : strcmp(f, "--schedule") == 0     ? &a->schedule
                            : strcmp(f, "--lora-targets") == 0 ? &a->lora_targets
@@ -305,8 +308,22 @@ int cg_cmd_train(int argc, char **argv) {
 
     cg_device dev;
     if (cg_device_parse(a.device, &dev) != CG_OK) return fail(&r, "");
-    if (dev.type == CG_DEVICE_CUDA) {
-        ERR("--device %s needs the CUDA backend, which training does not have yet (use --device cpu)", a.device);
+    bool gpu = dev.type == CG_DEVICE_CUDA;
+    const char *dtype_name = a.dtype ? a.dtype : gpu ? "bf16" : "f32";
+    cg_dtype compute;
+    if (strcmp(dtype_name, "bf16") == 0)
+        compute = CG_BF16;
+    else if (strcmp(dtype_name, "f32") == 0)
+        compute = CG_F32;
+    else {
+        ERR("--dtype '%s': expected bf16 or f32", dtype_name);
+        return 2;
+    }
+    if (gpu && cg_cuda_device_count() <= dev.index) {
+        if (!cg_cuda_compiled())
+            ERR("--device %s: this build has no CUDA backend (nvcc was not found at build time)", a.device);
+        else
+            ERR("--device %s: no CUDA device %d is visible (%d found)", a.device, dev.index, cg_cuda_device_count());
         return 1;
     }
     if (cg_cli_dist_start("train", &a.dist, &a.threads)) return 1;
@@ -330,6 +347,7 @@ int cg_cmd_train(int argc, char **argv) {
         lcfg.seed = (uint64_t)a.init_seed;
         if (cg_lora_attach(r.m, &lcfg) != CG_OK) return fail(&r, "");
     }
+    if (cg_model_set_compute_dtype(r.m, compute) != CG_OK) return fail(&r, "--dtype: ");
     if (a.seq > r.m->cfg.max_seq_len) {
         ERR("--seq %lld exceeds the model's max_seq_len %lld", (long long)a.seq, (long long)r.m->cfg.max_seq_len);
         cleanup(&r);
@@ -409,20 +427,27 @@ int cg_cmd_train(int argc, char **argv) {
 
     int64_t tokens_per_step = a.total_batch ? a.total_batch : a.batch * a.seq * world;
     double fpt = cg_train_flops_per_token(r.m, a.seq);
-    printf("model %s: %lld parameters (%d trainable tensors%s), %s\n", r.m->cfg.name,
+    printf("model %s: %lld parameters (%d trainable tensors%s), %s, %s\n", r.m->cfg.name,
            (long long)cg_model_num_elements(r.m), cg_optimizer_num_params(cg_trainer_optimizer(r.tr)),
-           a.lora_rank > 0 ? ", LoRA" : "", a.device);
+           a.lora_rank > 0 ? ", LoRA" : "", a.device,
+           compute == CG_BF16 ? "bf16 compute (fp32 masters and optimizer state)" : "f32");
     printf("data: %s (%lld tokens%s), %lld tokens/step = %d micro-batches x %lld x %lld", a.data,
            (long long)cg_data_num_tokens(r.train), cg_data_is_text(r.train) ? ", text" : "", (long long)tokens_per_step,
            cg_trainer_grad_accum(r.tr), (long long)a.batch, (long long)a.seq);
     if (world > 1) printf(" x %d ranks%s", world, a.dist.zero ? " (ZeRO-1)" : "");
     printf("\n");
-    printf("optimizer %s, lr %g %s (warmup %lld), clip %g; FLOPs/token %.4g (llm.c 6N + 6LCT); MFU n/a on the CPU\n",
-           a.optimizer, a.lr, a.schedule, (long long)a.warmup, a.clip, fpt);
+    printf("optimizer %s, lr %g %s (warmup %lld), clip %g; FLOPs/token %.4g (llm.c 6N + 6LCT); ", a.optimizer, a.lr,
+           a.schedule, (long long)a.warmup, a.clip, fpt);
+    if (gpu)
+        printf("MFU against %s %.1f TFLOP/s\n", compute == CG_BF16 ? "H100/H200 bf16 dense" : "H100/H200 TF32 dense",
+               1e-12 * (compute == CG_BF16 ? CG_TRAIN_PEAK_FLOPS_H100_BF16 : CG_TRAIN_PEAK_FLOPS_H100_TF32));
+    else
+        printf("MFU n/a on the CPU\n");
     fflush(stdout);
 
     double elapsed = 0.0;
     int64_t timed = 0;
+    cg_train_step_info last_info = {0};
     while (cg_trainer_step_count(r.tr) < a.steps) {
         cg_train_step_info info;
         if (cg_trainer_step(r.tr, &info) != CG_OK) return fail(&r, "");
@@ -433,9 +458,16 @@ int cg_cmd_train(int argc, char **argv) {
         }
         char eta[32];
         format_eta(timed ? elapsed / (double)timed * (double)(a.steps - done) : -1.0, eta, sizeof eta);
-        printf("step %5lld/%lld | loss %.6f | lr %.3e | norm %.4f | %8.0f tok/s | %7.1f ms | ETA %s | MFU n/a%s%s\n",
+        last_info = info;
+        char mfu[64];
+        if (info.mfu >= 0.0) /* a GPU: MFU and the device memory in use */
+            snprintf(mfu, sizeof mfu, "MFU %.1f%% | peak mem %.2f GiB", 100.0 * info.mfu,
+                     (double)(info.mem_device_peak ? info.mem_device_peak : info.mem_arena_peak) / 1073741824.0);
+        else
+            snprintf(mfu, sizeof mfu, "MFU n/a");
+        printf("step %5lld/%lld | loss %.6f | lr %.3e | norm %.4f | %8.0f tok/s | %7.1f ms | ETA %s | %s%s%s\n",
                (long long)done, (long long)a.steps, info.loss, info.lr, info.grad_norm, info.tokens_per_s,
-               1e3 * info.seconds, eta, info.skipped ? " | SKIPPED: " : "", info.skipped ? info.skip_reason : "");
+               1e3 * info.seconds, eta, mfu, info.skipped ? " | SKIPPED: " : "", info.skipped ? info.skip_reason : "");
         double val_loss = NAN;
         bool last = done == a.steps;
         if (r.val && ((a.val_every > 0 && done % a.val_every == 0) || last)) {
@@ -455,7 +487,13 @@ int cg_cmd_train(int argc, char **argv) {
                     info.skipped ? "true" : "false");
             if (info.skipped) fprintf(r.metrics, ",\"skip_reason\":\"%s\"", info.skip_reason);
             if (!isnan(val_loss)) json_num(r.metrics, "val_loss", val_loss);
-            fprintf(r.metrics, ",\"mfu\":null}\n");
+            if (info.mfu >= 0.0) {
+                json_num(r.metrics, "mfu", info.mfu);
+                json_num(r.metrics, "mem_device_used", (double)info.mem_device_used);
+                fprintf(r.metrics, "}\n");
+            } else {
+                fprintf(r.metrics, ",\"mfu\":null}\n");
+            }
             fflush(r.metrics);
         }
         if (a.out && ((a.save_every > 0 && done % a.save_every == 0) || last)) {
@@ -466,9 +504,15 @@ int cg_cmd_train(int argc, char **argv) {
         }
         fflush(stdout);
     }
-    if (timed)
-        printf("done: %lld steps, %.0f tokens/s on average\n", (long long)a.steps,
-               (double)tokens_per_step * timed / elapsed);
+    if (timed) {
+        double tps = (double)tokens_per_step * timed / elapsed;
+        printf("done: %lld steps, %.0f tokens/s on average", (long long)a.steps, tps);
+        if (gpu)
+            printf(", MFU %.1f%% of %s; peak memory %.2f GiB in arenas, %.2f GiB device used (cudaMemGetInfo)",
+                   100.0 * fpt * tps / last_info.peak_flops, last_info.peak_name,
+                   (double)last_info.mem_arena_peak / 1073741824.0, (double)last_info.mem_device_peak / 1073741824.0);
+        printf("\n");
+    }
     cleanup(&r);
     return 0;
 }
