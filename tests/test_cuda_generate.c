@@ -27,7 +27,6 @@ static void from_device(void *host, cg_dtype dt, int64_t n, void *dev) {
     assert_non_null(h);
     assert_ok(cg_copy(h, d));
 }
-#endif
 
 /* rows x vocab logits with ties (values on a coarse grid), a -inf in every row, and one row of a few large
  * values (a peaked distribution) */
@@ -40,6 +39,8 @@ static float *make_logits(int64_t rows, int64_t vocab, uint64_t seed) {
         for (int64_t j = 0; j < vocab && j < 5; j++) l[vocab + (j * 13) % vocab] = 12.0f - (float)j * 0.5f;
     return l;
 }
+
+#endif
 
 static void test_gpu_sampler_matches_cpu(void **state) {
     (void)state;
@@ -116,9 +117,9 @@ static void test_gpu_sampler_matches_cpu(void **state) {
 #endif
 }
 
+#ifdef CG_HAVE_CUDA
 /* The same model (same init seed) on the CPU and on CUDA generates the same tokens. */
 static void generate_both(const char *preset, const cg_sampling *s) {
-#ifdef CG_HAVE_CUDA
     cg_model_config cfg;
     assert_ok(cg_model_config_preset(preset, &cfg));
     cg_model *cpu = NULL, *gpu = NULL;
@@ -143,10 +144,8 @@ static void generate_both(const char *preset, const cg_sampling *s) {
     cg_generation_free(b);
     cg_model_free(cpu);
     cg_model_free(gpu);
-#else
-    (void)preset, (void)s;
-#endif
 }
+#endif
 
 static void test_cuda_generation_matches_cpu(void **state) {
     (void)state;
