@@ -7,6 +7,9 @@
 #include "models/generate.h"
 
 #include "core/context.h"
+#ifdef CG_HAVE_CUDA
+#include "cuda/sampler.h"
+#endif
 
 /* ------------------------------------------------------------------ the sampler */
 
@@ -200,37 +203,53 @@ static cg_status upload(cg_tensor *dst, void *host) {
     return src ? cg_copy(dst, src) : cg_last_status();
 }
 
-/* One forward of T new tokens per row through the cache (tokens and positions uploaded from h_tok / h_pos,
- * the mask from h_mask), and the logits of the last position copied to h_logits. Everything it allocates
- * is rewound before it returns. The decode step is this with T = 1: the same buffers and shapes every step
- * but the key length. */
-static cg_status forward_step(gen_state *g, cg_tensor *tokens, cg_tensor *positions) {
+/* One forward of T new tokens per row through the cache: the logits [B, 1, V] of the last position (in the
+ * step arenas; the caller rewinds them). With upload, the tokens and positions come from h_tok / h_pos and
+ * the mask from h_mask; without, the device buffers already hold them (the CUDA decode loop writes them).
+ * The decode step is this with T = 1: the same buffers and shapes every step but the key length. */
+static cg_tensor *forward_logits(gen_state *g, cg_tensor *tokens, cg_tensor *positions, bool upload_inputs) {
     int64_t T = tokens->shape[1], S = g->kv->len + T;
-    cg_arena_mark marks[2];
-    for (int i = 0; i < g->n_arenas; i++) marks[i] = cg_arena_get_mark(g->arenas[i]);
-    cg_status st = CG_OK;
     cg_tensor *mask = cg_view_slice(g->mask, 1, 0, S, 1);
-    if (!mask) {
-        st = cg_last_status();
-        goto done;
-    }
-    if ((st = upload(tokens, g->h_tok)) != CG_OK || (st = upload(positions, g->h_pos)) != CG_OK ||
-        (st = upload(g->mask, g->h_mask)) != CG_OK)
-        goto done;
+    if (!mask) return NULL;
+    if (upload_inputs && (upload(tokens, g->h_tok) != CG_OK || upload(positions, g->h_pos) != CG_OK ||
+                          upload(g->mask, g->h_mask) != CG_OK))
+        return NULL;
     cg_model_inputs in = {.tokens = tokens, .positions = positions, .key_mask = mask, .cache = g->kv};
     cg_tensor *h = cg_model_forward(g->m, &in);
     cg_tensor *last = h ? cg_view_slice(h, 1, T - 1, T, 1) : NULL;
     cg_tensor *logits = last ? cg_model_logits(g->m, last) : NULL; /* [B, 1, V] */
     if (!logits) {
-        st = cg_last_status() != CG_OK ? cg_error_context("generate: ")
-                                       : cg_set_error(CG_ERR_INTERNAL, "generate: the model gave no logits");
-        goto done;
+        if (cg_last_status() != CG_OK) cg_error_context("generate: ");
+        else cg_set_error(CG_ERR_INTERNAL, "generate: the model gave no logits");
     }
-    int64_t hs[3] = {g->B, 1, g->V};
-    cg_tensor *host = cg_tensor_wrap(cg_step_arena(CG_CPU), CG_F32, CG_CPU, 3, hs, g->h_logits);
-    st = host ? cg_copy(host, logits) : cg_last_status();
-done:
-    for (int i = 0; i < g->n_arenas; i++) cg_arena_rewind(g->arenas[i], marks[i]);
+    return logits;
+}
+
+typedef struct step_marks {
+    cg_arena_mark m[2];
+} step_marks;
+
+static step_marks marks_get(const gen_state *g) {
+    step_marks k;
+    for (int i = 0; i < g->n_arenas; i++) k.m[i] = cg_arena_get_mark(g->arenas[i]);
+    return k;
+}
+
+static void marks_rewind(const gen_state *g, step_marks k) {
+    for (int i = 0; i < g->n_arenas; i++) cg_arena_rewind(g->arenas[i], k.m[i]);
+}
+
+/* forward_logits with the logits copied to h_logits; everything it allocates is rewound before it returns. */
+static cg_status forward_step(gen_state *g, cg_tensor *tokens, cg_tensor *positions) {
+    step_marks k = marks_get(g);
+    cg_tensor *logits = forward_logits(g, tokens, positions, true);
+    cg_status st = cg_last_status();
+    if (logits) {
+        int64_t hs[3] = {g->B, 1, g->V};
+        cg_tensor *host = cg_tensor_wrap(cg_step_arena(CG_CPU), CG_F32, CG_CPU, 3, hs, g->h_logits);
+        st = host ? cg_copy(host, logits) : cg_last_status();
+    }
+    marks_rewind(g, k);
     return st;
 }
 
@@ -300,6 +319,141 @@ static cg_status sample_row(const gen_state *g, const cg_sampling *s, int64_t b,
     return st == CG_OK ? st : cg_error_context("generate: row %lld: ", (long long)b);
 }
 
+/* The decode loop with the sampler on the host: the prefill, then one step per new token, each step's
+ * logits copied to the host. */
+static cg_status decode_on_host(gen_state *g, const cg_sampling *s, const int64_t *prompt_lens, const int64_t *budget,
+                                int64_t steps, cg_rng *rngs, void *work, int32_t *new_tok, float *new_lp,
+                                int64_t *gen_len, uint8_t *stopped) {
+    int64_t B = g->B;
+    cg_status st = forward_step(g, g->tok_in, g->pos_in);
+    for (int64_t step = 0; st == CG_OK && step < steps; step++) {
+        if (step > 0) {
+            /* feed each row's last token (the pad token for finished rows, hidden from nobody that
+             * matters: a finished row's outputs are not read) */
+            int64_t col = g->P + step - 1;
+            for (int64_t b = 0; b < B; b++) {
+                bool live = gen_len[b] == step && !stopped[b] && gen_len[b] < budget[b];
+                g->h_tok[b] = live ? new_tok[b * steps + step - 1] : 0;
+                g->h_pos[b] = live ? prompt_lens[b] + step - 1 : 0;
+                g->h_mask[b * g->cache_len + col] = live;
+            }
+            if ((st = forward_step(g, g->tok_step, g->pos_step)) != CG_OK) break;
+        }
+        bool any_live = false;
+        for (int64_t b = 0; b < B && st == CG_OK; b++) {
+            if (stopped[b] || gen_len[b] >= budget[b]) continue;
+            int32_t t;
+            float lp;
+            if ((st = sample_row(g, s, b, &rngs[b], work, &t, &lp)) != CG_OK) break;
+            new_tok[b * steps + gen_len[b]] = t;
+            new_lp[b * steps + gen_len[b]] = lp;
+            gen_len[b]++;
+            if (is_stop(s, t)) stopped[b] = 1;
+            any_live |= !stopped[b] && gen_len[b] < budget[b];
+        }
+        if (!any_live) break;
+    }
+    return st;
+}
+
+#ifdef CG_HAVE_CUDA
+/* Rows-still-live is read back every this many steps (a 4-byte copy that waits for the GPU): finished rows
+ * in between only cost their share of a step, and nothing else leaves the device until the end. */
+#define LIVE_CHECK_EVERY 16
+
+/* A device tensor holding host data (n elements of dtype); NULL host: zeros. */
+static cg_tensor *device_array(cg_arena *dev, cg_dtype dt, int64_t n, const void *host) {
+    int64_t shape[1] = {n > 0 ? n : 1};
+    cg_tensor *t = host ? cg_tensor_empty(dev, dt, 1, shape) : cg_tensor_zeros(dev, dt, 1, shape);
+    if (t && host && n > 0 && upload(t, (void *)host) != CG_OK) return NULL;
+    return t;
+}
+
+static cg_status download(void *host, const cg_tensor *src) {
+    cg_tensor *dst = cg_tensor_wrap(cg_step_arena(CG_CPU), src->dtype, CG_CPU, src->ndim, src->shape, host);
+    return dst ? cg_copy(dst, src) : cg_last_status();
+}
+
+/* The decode loop on the GPU: the sampler (cuda/sampler.h) reads the logits where the model wrote them, and
+ * the bookkeeping kernel records each live row's token and writes the next step's token, position and mask
+ * column into the decode buffers, so no step uploads anything; the tokens, log-probs, lengths and done flags
+ * come back once at the end. Same rows, same streams, same tokens as decode_on_host. */
+static cg_status decode_on_device(gen_state *g, const cg_sampling *s, const int64_t *prompt_lens,
+                                  const int64_t *budget, int64_t steps, int32_t *new_tok, float *new_lp,
+                                  int64_t *gen_len, uint8_t *stopped) {
+    int64_t B = g->B;
+    cg_arena *dev = g->arenas[0];
+    cg_cuda_sampler_params sp = {.temperature = s->temperature, .top_k = s->top_k, .top_p = s->top_p,
+                                 .logprob_mode = (int)s->logprob_mode};
+    uint8_t *live0 = malloc((size_t)B);
+    if (!live0) return cg_set_error(CG_ERR_OOM, "generate: out of host memory");
+    for (int64_t b = 0; b < B; b++) live0[b] = budget[b] > 0;
+    size_t work_bytes = cg_cuda_sample_workspace_bytes(B, g->V, &sp);
+    int64_t wb[1] = {(int64_t)(work_bytes ? work_bytes : 1)}, out_shape[2] = {B, steps};
+    cg_tensor *budget_d = device_array(dev, CG_I64, B, budget);
+    cg_tensor *plen_d = device_array(dev, CG_I64, B, prompt_lens);
+    cg_tensor *stop_d = device_array(dev, CG_I32, s->n_stop, s->n_stop > 0 ? s->stop_tokens : NULL);
+    cg_tensor *gen_len_d = device_array(dev, CG_I64, B, NULL);
+    cg_tensor *stopped_d = device_array(dev, CG_U8, B, NULL);
+    cg_tensor *live_d = device_array(dev, CG_U8, B, live0);
+    cg_tensor *err_d = device_array(dev, CG_I32, B, NULL);
+    cg_tensor *u_d = device_array(dev, CG_F32, B, NULL);
+    cg_tensor *tok_d = device_array(dev, CG_I32, B, NULL);
+    cg_tensor *lp_d = device_array(dev, CG_F32, B, NULL);
+    cg_tensor *n_live_d = device_array(dev, CG_I32, 1, NULL);
+    cg_tensor *out_tok_d = cg_tensor_zeros(dev, CG_I32, 2, out_shape);
+    cg_tensor *out_lp_d = cg_tensor_zeros(dev, CG_F32, 2, out_shape);
+    cg_tensor *work_d = cg_tensor_empty(dev, CG_U8, 1, wb);
+    free(live0);
+    if (!budget_d || !plen_d || !stop_d || !gen_len_d || !stopped_d || !live_d || !err_d || !u_d || !tok_d ||
+        !lp_d || !n_live_d || !out_tok_d || !out_lp_d || !work_d)
+        return cg_error_context("generate: ");
+    cg_cuda_gen_rows rows = {.batch = B, .steps = steps, .prompt_cols = g->P, .cache_len = g->cache_len,
+                             .budget = cg_data(budget_d), .prompt_len = cg_data(plen_d), .stop = cg_data(stop_d),
+                             .n_stop = s->n_stop, .gen_len = cg_data(gen_len_d), .stopped = cg_data(stopped_d),
+                             .live = cg_data(live_d), .out_tokens = cg_data(out_tok_d),
+                             .out_logprobs = cg_data(out_lp_d), .tok_step = cg_data(g->tok_step),
+                             .pos_step = cg_data(g->pos_step), .mask = cg_data(g->mask), .n_live = cg_data(n_live_d)};
+    cg_status st = CG_OK;
+    for (int64_t step = 0; st == CG_OK && step < steps; step++) {
+        step_marks k = marks_get(g);
+        cg_tensor *logits = step == 0 ? forward_logits(g, g->tok_in, g->pos_in, true)
+                                      : forward_logits(g, g->tok_step, g->pos_step, false);
+        if (!logits) {
+            st = cg_last_status();
+        } else if (logits->strides[2] != 1 || logits->strides[0] < g->V) {
+            st = cg_set_error(CG_ERR_INTERNAL, "generate: the model's logits are not packed rows");
+        } else {
+            if (s->temperature > 0.0f)
+                st = cg_cuda_sample_uniforms(s->seed, s->first_stream, B, cg_data(gen_len_d), cg_data(live_d),
+                                             cg_data(u_d));
+            if (st == CG_OK)
+                st = cg_cuda_sample(cg_data(logits), logits->dtype, B, g->V, logits->strides[0], cg_data(u_d),
+                                    cg_data(live_d), &sp, cg_data(work_d), work_bytes, cg_data(tok_d),
+                                    cg_data(lp_d), cg_data(err_d));
+            if (st == CG_OK) st = cg_cuda_generate_advance(&rows, step, cg_data(tok_d), cg_data(lp_d));
+        }
+        marks_rewind(g, k); /* later kernels reusing this memory queue after the sampler's */
+        if (st != CG_OK) break;
+        if ((step + 1) % LIVE_CHECK_EVERY == 0 || step + 1 == steps) {
+            int32_t n_live = 0;
+            if ((st = download(&n_live, n_live_d)) != CG_OK || n_live == 0) break;
+        }
+    }
+    if (st != CG_OK) return cg_error_context("generate: ");
+    int32_t *err = malloc(sizeof(int32_t) * (size_t)B);
+    if (!err) return cg_set_error(CG_ERR_OOM, "generate: out of host memory");
+    if ((st = download(err, err_d)) == CG_OK && (st = download(gen_len, gen_len_d)) == CG_OK &&
+        (st = download(stopped, stopped_d)) == CG_OK && (st = download(new_tok, out_tok_d)) == CG_OK)
+        st = download(new_lp, out_lp_d);
+    for (int64_t b = 0; st == CG_OK && b < B; b++)
+        if (err[b] != CG_CUDA_SAMPLE_OK)
+            st = cg_set_error(CG_ERR_INVALID_ARG, "generate: row %lld: sample: %s", (long long)b,
+                              err[b] == CG_CUDA_SAMPLE_BAD_LOGIT ? "a logit is NaN or +inf" : "every logit is -inf");
+    free(err);
+    return st;
+}
+#endif
 cg_status cg_generate(cg_model *m, const int32_t *const *prompts, const int64_t *prompt_lens, int64_t batch,
                       const cg_sampling *s, cg_generation **out) {
     if (!m || !prompts || !prompt_lens || !out)
@@ -370,35 +524,14 @@ cg_status cg_generate(cg_model *m, const int32_t *const *prompts, const int64_t 
                     g.h_mask[b * g.cache_len + t] = real;
                 }
             }
-            st = forward_step(&g, g.tok_in, g.pos_in);
         }
-        for (int64_t step = 0; st == CG_OK && step < steps; step++) {
-            if (step > 0) {
-                /* feed each row's last token (the pad token for finished rows, hidden from nobody that
-                 * matters: a finished row's outputs are not read) */
-                int64_t col = g.P + step - 1;
-                for (int64_t b = 0; b < B; b++) {
-                    bool live = gen_len[b] == step && !stopped[b] && gen_len[b] < budget[b];
-                    g.h_tok[b] = live ? new_tok[b * steps + step - 1] : 0;
-                    g.h_pos[b] = live ? prompt_lens[b] + step - 1 : 0;
-                    g.h_mask[b * g.cache_len + col] = live;
-                }
-                if ((st = forward_step(&g, g.tok_step, g.pos_step)) != CG_OK) break;
-            }
-            bool any_live = false;
-            for (int64_t b = 0; b < B && st == CG_OK; b++) {
-                if (stopped[b] || gen_len[b] >= budget[b]) continue;
-                int32_t t;
-                float lp;
-                if ((st = sample_row(&g, s, b, &rngs[b], work, &t, &lp)) != CG_OK) break;
-                new_tok[b * steps + gen_len[b]] = t;
-                new_lp[b * steps + gen_len[b]] = lp;
-                gen_len[b]++;
-                if (is_stop(s, t)) stopped[b] = 1;
-                any_live |= !stopped[b] && gen_len[b] < budget[b];
-            }
-            if (!any_live) break;
-        }
+#ifdef CG_HAVE_CUDA
+        if (st == CG_OK && m->device.type == CG_DEVICE_CUDA)
+            st = decode_on_device(&g, s, prompt_lens, budget, steps, new_tok, new_lp, gen_len, stopped);
+        else
+#endif
+            if (st == CG_OK)
+            st = decode_on_host(&g, s, prompt_lens, budget, steps, rngs, work, new_tok, new_lp, gen_len, stopped);
         cg_no_grad_exit();
         for (int i = 0; i < g.n_arenas; i++) cg_arena_rewind(g.arenas[i], entry[i]);
         cg_set_output_arena(CG_CPU, prev_out[1]); /* reverse order: right when the device is the CPU */

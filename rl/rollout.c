@@ -112,24 +112,33 @@ cg_status cg_rollout_generate(cg_model *m, const cg_tokenizer *tok, const char *
     return CG_OK;
 }
 
-/* Mean entropy of softmax(h W^T) over the given rows of hidden [rows, C], in chunks (no gradient). */
+/* A host tensor on the model's device (itself on the CPU). */
+static cg_tensor *on_device(cg_tensor *t, cg_device dev) {
+    return !t || cg_device_eq(t->device, dev) ? t : cg_tensor_clone(cg_output_arena(dev), t);
+}
+
+/* Mean entropy of softmax(h W^T) over the given rows of hidden [rows, C] (host floats), in chunks (no
+ * gradient), on the model's device; each chunk's log-probs come back to the host for the sum. */
 static cg_status mean_entropy(const cg_model *m, const float *hidden, int64_t rows, int64_t C, float temperature,
                               double *out) {
     const int64_t chunk = 256;
     cg_tensor *head = cg_model_head(m);
     if (!head) return cg_last_status();
-    cg_arena *a = cg_step_arena(CG_CPU);
+    cg_arena *a = cg_step_arena(CG_CPU), *da = cg_step_arena(m->device);
+    if (!a || !da) return cg_last_status();
     double sum = 0.0;
     for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
         int64_t nr = rows - r0 < chunk ? rows - r0 : chunk;
-        cg_arena_mark mark = cg_arena_get_mark(a);
+        cg_arena_mark mark = cg_arena_get_mark(a), dmark = cg_arena_get_mark(da);
         int64_t s[2] = {nr, C};
-        cg_tensor *h = cg_tensor_from_data(a, CG_F32, 2, s, hidden + r0 * C);
+        cg_tensor *h = on_device(cg_tensor_from_data(a, CG_F32, 2, s, hidden + r0 * C), m->device);
         cg_tensor *lp = h ? cg_log_softmax(cg_linear(cg_scale(h, 1.0f / temperature), head, NULL, false), -1) : NULL;
-        if (!lp) return cg_last_status();
-        const float *v = cg_data(lp);
-        int64_t V = lp->shape[1];
+        cg_tensor *hl = lp ? cg_tensor_to(a, lp, CG_F32) : NULL; /* packed f32 on the host */
+        if (!hl) return cg_last_status();
+        const float *v = cg_data(hl);
+        int64_t V = hl->shape[1];
         for (int64_t i = 0; i < nr * V; i++) sum -= (double)expf(v[i]) * (double)v[i];
+        if (da != a) cg_arena_rewind(da, dmark);
         cg_arena_rewind(a, mark);
     }
     *out = rows > 0 ? sum / (double)rows : 0.0;
@@ -169,6 +178,10 @@ cg_tensor *cg_rollout_logprobs(cg_model *m, const cg_rollout *r, const int64_t *
             mk[k * T + j] = 1.0f;
         }
     }
+    /* on a CUDA model the inputs move to the GPU (the mask too: the objective wants it beside logp) */
+    if (!(tokens = on_device(tokens, m->device)) || !(targets = on_device(targets, m->device)) ||
+        !(index = on_device(index, m->device)) || !(mask = on_device(mask, m->device)))
+        return NULL;
     cg_model_inputs in = {.tokens = tokens}; /* right padding: causal attention keeps it out of real tokens */
     cg_tensor *hidden = cg_model_forward(m, &in);
     if (!hidden) return NULL;
@@ -186,7 +199,7 @@ cg_tensor *cg_rollout_logprobs(cg_model *m, const cg_rollout *r, const int64_t *
             cg_set_error(CG_ERR_OOM, "rollout_logprobs: out of memory for the entropy rows");
             return NULL;
         }
-        const cg_tensor *hp = cg_contiguous(hidden);
+        const cg_tensor *hp = cg_tensor_to(a, hidden, CG_F32); /* packed f32 on the host */
         const float *hv = hp ? cg_data(hp) : NULL;
         int64_t row = 0;
         for (int64_t k = 0; hv && k < n; k++)

@@ -41,8 +41,12 @@ cg_tensor *cg_sft_loss(cg_model *m, const cg_tokenizer *tok, const char *const *
                 /* position t predicts token t + 1: only answer and end tokens are learned */
                 for (int64_t t = pl[i] - 1; t + 1 < len; t++) tg[i * L + t] = row[t + 1];
             }
+            if (!cg_device_eq(m->device, CG_CPU)) { /* a CUDA model: the ids move to the GPU */
+                tokens = cg_tensor_clone(cg_output_arena(m->device), tokens);
+                targets = tokens ? cg_tensor_clone(cg_output_arena(m->device), targets) : NULL;
+            }
             cg_model_inputs in = {.tokens = tokens};
-            cg_tensor *hidden = cg_model_forward(m, &in);
+            cg_tensor *hidden = !tokens || !targets ? NULL : cg_model_forward(m, &in);
             loss = hidden ? cg_model_loss(m, hidden, targets) : NULL;
         }
     }
@@ -58,7 +62,11 @@ cg_status cg_sft_step(cg_model *m, const cg_tokenizer *tok, cg_optimizer *opt, f
                       const char *const *answers, int64_t n, float *loss_out) {
     cg_tensor *loss = cg_sft_loss(m, tok, prompts, answers, n);
     if (!loss) return cg_last_status();
-    if (loss_out) *loss_out = (float)cg_get_flat(loss, 0);
+    if (loss_out) { /* the loss may live on a GPU and be bf16: a host f32 copy */
+        cg_tensor *h = cg_tensor_to(cg_step_arena(CG_CPU), loss, CG_F32);
+        if (!h) return cg_last_status();
+        *loss_out = *(const float *)cg_data(h);
+    }
     cg_status s = cg_backward(loss);
     if (s == CG_OK) s = cg_optimizer_step(opt, lr, NULL);
     cg_optimizer_zero_grad(opt);

@@ -145,7 +145,9 @@ static float *all_logprobs(cg_model *m, const cg_rollout *r, float temperature, 
     cg_tensor *mask = NULL;
     cg_tensor *lp = cg_rollout_logprobs(m, r, sel, n, temperature, &mask, entropy);
     cg_no_grad_exit();
-    if (lp) memcpy(out, cg_data(lp), sizeof(float) * (size_t)(n * T));
+    cg_tensor *hl = lp ? cg_tensor_to(a, lp, CG_F32) : NULL; /* packed f32 on the host, from any device */
+    if (hl) memcpy(out, cg_data(hl), sizeof(float) * (size_t)(n * T));
+    else lp = NULL;
     cg_arena_rewind(a, mark);
     free(sel);
     if (!lp) {
@@ -155,14 +157,14 @@ static float *all_logprobs(cg_model *m, const cg_rollout *r, float temperature, 
     return out;
 }
 
-/* The rows sel[0..n) of a [n_seq, T] array as a step-arena tensor. */
-static cg_tensor *rows_tensor(const float *src, const int64_t *sel, int64_t n, int64_t T) {
+/* The rows sel[0..n) of a [n_seq, T] host array as a tensor on dev (uploaded from the host). */
+static cg_tensor *rows_tensor(const float *src, const int64_t *sel, int64_t n, int64_t T, cg_device dev) {
     int64_t s[2] = {n, T};
     cg_tensor *t = cg_tensor_empty(cg_step_arena(CG_CPU), CG_F32, 2, s);
     if (!t) return NULL;
     float *d = cg_data(t);
     for (int64_t k = 0; k < n; k++) memcpy(d + k * T, src + sel[k] * T, sizeof(float) * (size_t)T);
-    return t;
+    return cg_device_eq(dev, CG_CPU) ? t : cg_tensor_clone(cg_output_arena(dev), t);
 }
 
 /* Generates the step's rollout: one batch, or with dynamic sampling several, keeping only groups whose
@@ -326,6 +328,8 @@ static cg_status global_counts(cg_rl_trainer *t, const cg_rollout *r, const int6
     bool disco = o->algo == CG_RL_DISCO || o->algo == CG_RL_DISCOB;
     double v[3] = {(double)nb, 0.0, 0.0};
     int64_t T = r->max_resp, LT = logp->shape[1];
+    /* DisCO's KL reads logp on the host (a packed f32 copy when it lives on a GPU or is bf16) */
+    if (disco && !(logp = cg_tensor_to(cg_step_arena(CG_CPU), logp, CG_F32))) return cg_last_status();
     for (int64_t k = 0; k < nb; k++) {
         if (o->overlong_filter && trunc_b[k]) continue; /* cg_rl_loss masks these */
         int64_t len = r->resp_len[sel[k]];
@@ -430,8 +434,8 @@ cg_status cg_rl_trainer_step(cg_rl_trainer *t, cg_rl_step_stats *st) {
                 adv_b[k] = adv[sel[k]], rew_b[k] = r->rewards[sel[k]], tr_b[k] = trunc[sel[k]];
             cg_tensor *mask = NULL;
             cg_tensor *logp = s == CG_OK ? cg_rollout_logprobs(t->policy, r, sel, nb, temperature, &mask, NULL) : NULL;
-            cg_tensor *old_t = logp ? rows_tensor(old_lp, sel, nb, T) : NULL;
-            cg_tensor *ref_t = logp && ref_lp ? rows_tensor(ref_lp, sel, nb, T) : NULL;
+            cg_tensor *old_t = logp ? rows_tensor(old_lp, sel, nb, T, logp->device) : NULL;
+            cg_tensor *ref_t = logp && ref_lp ? rows_tensor(ref_lp, sel, nb, T, logp->device) : NULL;
             if (s == CG_OK && (!logp || !old_t || (ref_lp && !ref_t))) s = cg_last_status();
             if (s == CG_OK) {
                 cg_rl_inputs in = {.logp = logp, .old_logp = old_t, .ref_logp = ref_t, .mask = mask,

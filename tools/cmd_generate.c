@@ -45,6 +45,7 @@ static double now_s(void) {
 static void usage(FILE *f) {
     fprintf(f, "usage: cgrad generate --model PRESET_OR_DIR --prompt TEXT [--max-new N] [--temperature T]\n"
                "                      [--top-k K] [--top-p P] [--seed S] [--init-seed S] [--ids] [--lora DIR]\n"
+               "                      [--device cpu|cuda]\n"
                "  --model PRESET    a preset with random weights (listed below), or a Hugging Face model\n"
                "                    directory, or an llm.c model_*.bin checkpoint\n"
                "  --lora DIR        a PEFT adapter (adapter_config.json + adapter_model.safetensors)\n"
@@ -54,6 +55,7 @@ static void usage(FILE *f) {
                "  --top-p P         nucleus sampling, P in (0, 1] (default 1 = off)\n"
                "  --seed S          the sampling seed (default 0)\n"
                "  --init-seed S     the random weights' seed (default 1)\n"
+               "  --device D        cpu (default) or cuda / cuda:N: on CUDA the sampler runs on the GPU too\n"
                "  --ids             also print the prompt's and the new tokens' ids\n"
                "presets:");
     for (int i = 0; i < cg_model_preset_count(); i++) fprintf(f, " %s", cg_model_preset_name(i));
@@ -61,7 +63,7 @@ static void usage(FILE *f) {
 }
 
 int cg_cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *prompt = NULL, *lora = NULL;
+    const char *model = NULL, *prompt = NULL, *lora = NULL, *device_name = "cpu";
     int64_t max_new = 32, top_k = 0, seed = 0, init_seed = 1;
     float temperature = 1.0f, top_p = 1.0f;
     bool print_ids = false;
@@ -84,6 +86,7 @@ int cg_cmd_generate(int argc, char **argv) {
         if (strcmp(a, "--model") == 0) model = v;
         else if (strcmp(a, "--prompt") == 0) prompt = v;
         else if (strcmp(a, "--lora") == 0) lora = v;
+        else if (strcmp(a, "--device") == 0) device_name = v;
         else if (strcmp(a, "--max-new") == 0) rc = cg_flag_i64("generate", a, v, &max_new);
         else if (strcmp(a, "--top-k") == 0) rc = cg_flag_i64("generate", a, v, &top_k);
         else if (strcmp(a, "--seed") == 0) rc = cg_flag_i64("generate", a, v, &seed);
@@ -110,11 +113,21 @@ int cg_cmd_generate(int argc, char **argv) {
         fprintf(stderr, "cgrad generate: %s\n", cg_last_error());
         return 1;
     }
+    cg_device dev;
+    if (cg_device_parse(device_name, &dev) != CG_OK) {
+        fprintf(stderr, "cgrad generate: --device %s: %s\n", device_name, cg_last_error());
+        return 1;
+    }
+    if (dev.type == CG_DEVICE_CUDA && dev.index >= cg_cuda_device_count()) {
+        fprintf(stderr, "cgrad generate: --device %s: %d CUDA device(s) on this machine (%s)\n", device_name,
+                cg_cuda_device_count(), cg_cuda_compiled() ? "built with CUDA" : "built without CUDA");
+        return 1;
+    }
     /* a preset name gives random weights (seeded by --init-seed); anything else is a checkpoint path */
     cg_model_config cfg;
     cg_model *m = NULL;
     bool is_preset = cg_model_config_preset(model, &cfg) == CG_OK;
-    cg_status ms = is_preset ? cg_model_create(&cfg, CG_CPU, (uint64_t)init_seed, &m) : cg_model_load(model, CG_CPU, &m);
+    cg_status ms = is_preset ? cg_model_create(&cfg, dev, (uint64_t)init_seed, &m) : cg_model_load(model, dev, &m);
     if (ms == CG_OK && lora) ms = cg_lora_load(m, lora);
     if (ms != CG_OK) {
         fprintf(stderr, "cgrad generate: %s\n", cg_last_error());
@@ -175,8 +188,11 @@ int cg_cmd_generate(int argc, char **argv) {
         for (int64_t t = 0; t < g->gen_len[0]; t++) printf(" %d", (int)g->tokens[g->prompt_len[0] + t]);
         printf("\n");
     }
-    printf("tokens/s: %.1f (%lld new tokens in %.3f s, %s, %d CPU threads)\n",
-           dt > 0 ? (double)g->gen_len[0] / dt : 0.0, (long long)g->gen_len[0], dt, cfg.name, cg_get_num_threads());
+    char dev_str[32];
+    cg_device_str(dev, dev_str, sizeof dev_str);
+    printf("tokens/s: %.1f (%lld new tokens in %.3f s, %s, %s, %d CPU threads)\n",
+           dt > 0 ? (double)g->gen_len[0] / dt : 0.0, (long long)g->gen_len[0], dt, cfg.name, dev_str,
+           cg_get_num_threads());
     cg_generation_free(g);
     free(ids);
     cg_tokenizer_free(tok);

@@ -194,8 +194,11 @@ int cg_cmd_rl(int argc, char **argv) {
     cg_optimizer_kind opt_kind;
     cg_status s = cg_rl_algo_parse(A.algo, &algo);
     if (s == CG_OK) s = cg_optimizer_kind_from_name(A.optimizer, &opt_kind);
-    if (s == CG_OK && strcmp(A.device, "cpu") != 0)
-        s = cg_set_error(CG_ERR_UNSUPPORTED, "--device %s: RL on CUDA needs the CUDA backend (cpu only for now)", A.device);
+    cg_device dev = CG_CPU;
+    if (s == CG_OK && cg_device_parse(A.device, &dev) != CG_OK) s = cg_error_context("--device %s: ", A.device);
+    if (s == CG_OK && dev.type == CG_DEVICE_CUDA && dev.index >= cg_cuda_device_count())
+        s = cg_set_error(CG_ERR_DEVICE, "--device %s: %d CUDA device(s) on this machine (%s)", A.device,
+                         cg_cuda_device_count(), cg_cuda_compiled() ? "built with CUDA" : "built without CUDA");
     cg_rl_trainer_config tc = cg_rl_trainer_config_default(algo);
     cg_rl_config *o = &tc.obj;
     if (s == CG_OK && A.adv) s = cg_advantage_kind_parse(A.adv, &o->adv_kind);
@@ -239,7 +242,9 @@ int cg_cmd_rl(int argc, char **argv) {
         return 1;
     }
     /* distributed: prompts split over the ranks; rank 0 prints and writes files */
+    dist.nccl = dev.type == CG_DEVICE_CUDA; /* under mpirun: gradients over NCCL, one GPU per local rank */
     if (cg_cli_dist_start("rl", &dist, &A.threads)) return 1;
+    dev = cg_cli_dist_device(&dist, dev);
     bool root = cg_cli_dist_is_root(&dist);
     tc.comm = dist.comm, tc.zero1 = dist.zero == 1;
 
@@ -260,9 +265,9 @@ int cg_cmd_rl(int argc, char **argv) {
     cg_model_config cfg;
     if (demo || cg_model_config_preset(A.model, &cfg) == CG_OK) {
         if (demo) s = cg_model_config_preset("llama:tiny", &cfg);
-        if (s == CG_OK) s = cg_model_create(&cfg, CG_CPU, (uint64_t)A.seed, &m);
+        if (s == CG_OK) s = cg_model_create(&cfg, dev, (uint64_t)A.seed, &m);
     } else {
-        s = cg_model_load(A.model, CG_CPU, &m);
+        s = cg_model_load(A.model, dev, &m);
     }
     if (s == CG_OK) {
         char path[4096];

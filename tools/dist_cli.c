@@ -47,7 +47,7 @@ int cg_cli_dist_flag(const char *cmd, cg_cli_dist *d, int argc, char **argv, int
 }
 
 int cg_cli_dist_start(const char *cmd, cg_cli_dist *d, int64_t *threads) {
-    cg_comm_options o = {.timeout_s = d->comm_timeout, .use_nccl = false};
+    cg_comm_options o = {.timeout_s = d->comm_timeout, .use_nccl = d->nccl};
     if (cg_comm_init(&o, &d->comm) != CG_OK) {
         fprintf(stderr, "cgrad %s: %s\n", cmd, cg_last_error());
         return 1;
@@ -73,6 +73,11 @@ int cg_cli_dist_start(const char *cmd, cg_cli_dist *d, int64_t *threads) {
     /* Only rank 0 reports progress; errors still reach stderr from every rank. */
     if (rank != 0 && !freopen("/dev/null", "w", stdout)) return 0;
     return 0;
+}
+
+cg_device cg_cli_dist_device(const cg_cli_dist *d, cg_device requested) {
+    int gpu = d->comm ? cg_comm_cuda_device(d->comm) : -1;
+    return requested.type == CG_DEVICE_CUDA && gpu >= 0 ? CG_CUDA(gpu) : requested;
 }
 
 bool cg_cli_dist_is_root(const cg_cli_dist *d) { return !d->comm || cg_comm_rank(d->comm) == 0; }

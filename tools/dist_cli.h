@@ -15,6 +15,9 @@ typedef struct cg_cli_dist {
     int64_t zero;       /* --zero 0|1 */
     bool no_bind;       /* --no-bind */
     float comm_timeout; /* --comm-timeout SECONDS (0 = default) */
+    bool nccl;          /* set by the command before cg_cli_dist_start when it runs on CUDA: under mpirun the
+                         * CUDA buffers go over NCCL (unique id over MPI), each rank on the GPU of its local
+                         * rank (cg_cli_dist_device) */
     cg_comm *comm;      /* after cg_cli_dist_start */
 } cg_cli_dist;
 
@@ -29,6 +32,9 @@ int cg_cli_dist_start(const char *cmd, cg_cli_dist *d, int64_t *threads);
  * ends the whole job (MPI_Abort) with code; a single process returns. */
 void cg_cli_dist_abort_on_error(int code);
 void cg_cli_dist_end(cg_cli_dist *d);
+/* The device a rank computes on: `requested` itself, except that a CUDA device under an NCCL communicator
+ * becomes the rank's GPU (its index among the ranks of its node). */
+cg_device cg_cli_dist_device(const cg_cli_dist *d, cg_device requested);
 /* True on rank 0 (or without a communicator). */
 bool cg_cli_dist_is_root(const cg_cli_dist *d);
 
