@@ -59,15 +59,22 @@ double cg_train_flops_per_token(const cg_model *m, int64_t seq_len) {
 
 /* A GPU model: the working copies go to the optimizer, and the device buffers every step reuses (the
  * targets and the loss accumulator) are made once here. Nothing to do on the CPU. */
+cg_status cg_optimizer_bind_working_copies(cg_optimizer *opt, const cg_model *m) {
+    if (!opt || !m) return cg_set_error(CG_ERR_INVALID_ARG, "bind working copies: NULL optimizer or model");
+    for (int i = 0; i < cg_optimizer_num_params(opt); i++) {
+        cg_tensor *copy = cg_model_working_copy(m, cg_optimizer_param(opt, i));
+        if (!copy) continue;
+        cg_status s = cg_optimizer_set_working_copy(opt, i, copy);
+        if (s != CG_OK) return s;
+    }
+    return CG_OK;
+}
+
 static cg_status gpu_setup(cg_trainer *tr) {
     cg_model *m = tr->model;
     if (m->device.type != CG_DEVICE_CUDA) return CG_OK;
-    for (int i = 0; i < tr->n_params; i++) {
-        cg_tensor *copy = cg_model_working_copy(m, tr->params[i]);
-        if (!copy) continue;
-        cg_status s = cg_optimizer_set_working_copy(tr->opt, i, copy);
-        if (s != CG_OK) return s;
-    }
+    cg_status s = cg_optimizer_bind_working_copies(tr->opt, m);
+    if (s != CG_OK) return s;
     int64_t shape[2] = {tr->cfg.batch, tr->cfg.seq_len};
     tr->dev_arena = cg_arena_create("trainer", m->device, sizeof(int32_t) * (size_t)(shape[0] * shape[1]) + 4096);
     if (!tr->dev_arena) return cg_last_status();

@@ -131,6 +131,10 @@ typedef struct cg_trainer cg_trainer;
 /* A trainer over the model's trainable parameters (cg_model_trainable), reading batches from data (not
  * owned; its batch and seq_len must equal cfg's). Gives the model its gradient buffers. The model may be on
  * the CPU or a GPU (see "On a GPU" above); ZeRO-1 is CPU only (the optimizer refuses GPU shards). */
+/* Mixed precision: hands every bf16 working copy of the model (cg_model_working_copy) to the optimizer that
+ * steps its master (cg_optimizer_set_working_copy), so the fused update rewrites the copies. A no-op for an
+ * f32 model. Every optimizer over a bf16 CUDA model needs this (the trainer, the RL trainer, the warm-up). */
+cg_status cg_optimizer_bind_working_copies(cg_optimizer *opt, const cg_model *m);
 cg_status cg_trainer_create(cg_model *m, cg_data_loader *data, const cg_train_config *cfg, cg_trainer **out);
 void cg_trainer_free(cg_trainer *tr);
 

@@ -1,5 +1,7 @@
 #include "rl/trainer.h"
 
+#include "optim/train.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +102,7 @@ cg_status cg_rl_trainer_create(cg_model *policy, cg_model *reference, const cg_t
     }
     if (s == CG_OK && cfg->zero1) s = cg_optimizer_create_zero1(&cfg->opt, n, params, comm, &t->opt);
     else if (s == CG_OK) s = cg_optimizer_create(&cfg->opt, n, params, &t->opt);
+    if (s == CG_OK) s = cg_optimizer_bind_working_copies(t->opt, policy); /* bf16 CUDA policy */
     if (s == CG_OK) s = cg_task_set_split(tasks, CG_SPLIT_TRAIN, &t->train);
     if (s != CG_OK) {
         cg_rl_trainer_free(t);

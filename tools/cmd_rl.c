@@ -11,6 +11,7 @@
 
 #include "models/checkpoint.h"
 #include "models/lora.h"
+#include "optim/train.h"
 #include "rl/sft.h"
 #include "rl/trainer.h"
 #include "tools/commands.h"
@@ -27,7 +28,7 @@ typedef struct flag {
 } flag;
 
 typedef struct rl_args {
-    const char *model, *task, *algo, *optimizer, *device, *out, *metrics, *lora_targets, *adv, *aggregation,
+    const char *model, *task, *algo, *optimizer, *device, *dtype, *out, *metrics, *lora_targets, *adv, *aggregation,
         *disco_score;
     int64_t prompts, group, max_new, steps, epochs, minibatch, sft_steps, sft_batch, lora_rank, difficulty, seed,
         eval_items, top_k, max_gen_batches, overlong_cache, log_every, threads;
@@ -107,7 +108,7 @@ static float sloppy_answer_reward(const char *prompt, const char *response, size
 
 int cg_cmd_rl(int argc, char **argv) {
     /* the default demo's settings (tuned to finish in a few minutes on 2 cores) */
-    rl_args A = {.model = "demo", .task = "arith", .algo = "grpo", .optimizer = "adamw", .device = "cpu",
+    rl_args A = {.model = "demo", .task = "arith", .algo = "grpo", .optimizer = "adamw", .device = "cpu", .dtype = NULL,
                  .out = "rl_out", .metrics = NULL, .lora_targets = "q,k,v,o,gate,up,down", .adv = NULL,
                  .aggregation = NULL, .disco_score = NULL, .prompts = 32, .group = 8, .max_new = 8, .steps = 150,
                  .epochs = 1, .minibatch = 0, .sft_steps = 2000, .sft_batch = 64, .lora_rank = 0, .difficulty = 1,
@@ -146,6 +147,7 @@ int cg_cmd_rl(int argc, char **argv) {
         {"lora-targets", F_STR, &A.lora_targets, "LoRA target modules (default q,k,v,o,gate,up,down)"},
         {"rslora", F_BOOL, &A.rslora, "rsLoRA scaling alpha / sqrt(r)"},
         {"device", F_STR, &A.device, "cpu|cuda (default cpu)"},
+        {"dtype", F_STR, &A.dtype, "compute dtype: bf16 (CUDA default: bf16 working weights, fp32 masters) or f32"},
         {"threads", F_I64, &A.threads, "CPU threads (default: 1 for models under 5M parameters, else all cores)"},
         {"zero", F_I64, &dist.zero, "1: ZeRO-1, optimizer state sharded over the mpirun ranks (default 0)"},
         {"no-bind", F_BOOL, &dist.no_bind, "under mpirun: do not bind each rank to its share of the cores (hwloc)"},
@@ -269,6 +271,10 @@ int cg_cmd_rl(int argc, char **argv) {
     } else {
         s = cg_model_load(A.model, dev, &m);
     }
+    const char *dtype_name = A.dtype ? A.dtype : dev.type == CG_DEVICE_CUDA ? "bf16" : "f32";
+    if (s == CG_OK && strcmp(dtype_name, "bf16") != 0 && strcmp(dtype_name, "f32") != 0)
+        s = cg_set_error(CG_ERR_INVALID_ARG, "--dtype '%s': expected bf16 or f32", dtype_name);
+    if (s == CG_OK) s = cg_model_set_compute_dtype(m, strcmp(dtype_name, "bf16") == 0 ? CG_BF16 : CG_F32);
     if (s == CG_OK) {
         char path[4096];
         snprintf(path, sizeof path, "%s/tokenizer.json", A.model);
@@ -315,6 +321,7 @@ int cg_cmd_rl(int argc, char **argv) {
         cg_optimizer *sopt = NULL;
         s = cg_model_alloc_grads(m);
         if (s == CG_OK) s = cg_optimizer_create(&sc, np, params, &sopt);
+        if (s == CG_OK) s = cg_optimizer_bind_working_copies(sopt, m); /* bf16 on CUDA */
         cg_task_set *train = NULL;
         if (s == CG_OK) s = cg_task_set_split(tasks, CG_SPLIT_TRAIN, &train);
         cg_rng slip_rng = cg_rng_init((uint64_t)A.seed ^ 0x510905ull);

@@ -326,8 +326,10 @@ int cg_cmd_train(int argc, char **argv) {
             ERR("--device %s: no CUDA device %d is visible (%d found)", a.device, dev.index, cg_cuda_device_count());
         return 1;
     }
+    a.dist.nccl = gpu; /* under mpirun: gradients over NCCL, one GPU per local rank */
     if (cg_cli_dist_start("train", &a.dist, &a.threads)) return 1;
     dist = &a.dist;
+    dev = cg_cli_dist_device(&a.dist, dev);
     int rank = cg_comm_rank(a.dist.comm), world = cg_comm_size(a.dist.comm);
     if (a.threads > 0) cg_set_num_threads((int)a.threads);
 
