@@ -194,6 +194,42 @@ static void test_cli_rl(void **state) {
     assert_true(strchr(out, '\n') == out + strlen(out) - 1);
     assert_int_equal(cg_test_run_cgrad("rl --steps many", out, sizeof out), 2);
     assert_non_null(strstr(out, "--steps takes an integer"));
+    assert_int_equal(cg_test_run_cgrad("rl --sft-slip 1.5 --steps 1", out, sizeof out), 2);
+    assert_non_null(strstr(out, "--sft-slip 1.5 is not a fraction"));
+    assert_int_equal(cg_test_run_cgrad("rl --dtype f16 --steps 1 --sft-steps 0", out, sizeof out), 1);
+    assert_non_null(strstr(out, "--dtype 'f16'"));
+    snprintf(args, sizeof args, "rm -rf %s", dir);
+    assert_int_equal(system(args), 0);
+}
+
+/* The default demo itself (make run, about a minute; make test-full only, and not under ASan where it takes
+ * many minutes): GRPO must raise held-out greedy accuracy by at least 5 points and cut the share of
+ * carry-forgetting answers it inherited from the warm-up. */
+static void test_demo_raises_accuracy(void **state) {
+    (void)state;
+#ifdef __SANITIZE_ADDRESS__
+    skip();
+#endif
+    if (!getenv("CG_TEST_FULL")) {
+        print_message("the default demo runs under make test-full only\n");
+        skip();
+    }
+    char dir[] = "/tmp/cgrad_demo_XXXXXX", args[256], out[65536];
+    assert_non_null(mkdtemp(dir));
+    snprintf(args, sizeof args, "rl --out %s", dir);
+    int rc = cg_test_run_cgrad(args, out, sizeof out);
+    if (rc != 0) print_error("%s\n", out);
+    assert_int_equal(rc, 0);
+    const char *acc = strstr(out, "held-out accuracy after RL:"), *slip = strstr(out, "carry-forgetting answers:");
+    assert_non_null(acc);
+    assert_non_null(slip);
+    double after, before, slip_after, slip_before;
+    assert_int_equal(sscanf(acc, "held-out accuracy after RL: %lf%% (before: %lf%%)", &after, &before), 2);
+    assert_int_equal(sscanf(slip, "carry-forgetting answers: %lf%% (before: %lf%%)", &slip_after, &slip_before), 2);
+    print_message("demo: held-out accuracy %.1f%% -> %.1f%%, carry-forgetting answers %.1f%% -> %.1f%%\n", before,
+                  after, slip_before, slip_after);
+    assert_true(after >= before + 5.0);
+    assert_true(slip_after < slip_before);
     snprintf(args, sizeof args, "rm -rf %s", dir);
     assert_int_equal(system(args), 0);
 }
@@ -204,6 +240,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_dynamic_sampling, cg_test_teardown),
         cmocka_unit_test_teardown(test_example_driver_runs, cg_test_teardown),
         cmocka_unit_test_teardown(test_cli_rl, cg_test_teardown),
+        cmocka_unit_test_teardown(test_demo_raises_accuracy, cg_test_teardown),
     };
     int rc = cmocka_run_group_tests_name("rl_trainer", tests, NULL, NULL);
     cg_shutdown();
