@@ -110,7 +110,7 @@ int cg_cmd_rl(int argc, char **argv) {
     /* the default demo's settings (tuned to finish in a few minutes on 2 cores) */
     rl_args A = {.model = "demo", .task = "arith", .algo = "grpo", .optimizer = "adamw", .device = "cpu", .dtype = NULL,
                  .out = "rl_out", .metrics = NULL, .lora_targets = "q,k,v,o,gate,up,down", .adv = NULL,
-                 .aggregation = NULL, .disco_score = NULL, .prompts = 32, .group = 8, .max_new = 8, .steps = 150,
+                 .aggregation = NULL, .disco_score = NULL, .prompts = 32, .group = 8, .max_new = 8, .steps = 300,
                  .epochs = 1, .minibatch = 0, .sft_steps = 2000, .sft_batch = 64, .lora_rank = 0, .difficulty = 1,
                  .seed = 1, .eval_items = 400, .top_k = 0, .max_gen_batches = -1, .overlong_cache = -1, .log_every = 1, .threads = -1,
                  .sft_slip = NAN, .lr = 1e-4f, .sft_lr = 3e-3f, .temperature = 1.0f, .top_p = 1.0f, .lora_alpha = 0,
@@ -134,7 +134,7 @@ int cg_cmd_rl(int argc, char **argv) {
         {"temperature", F_F32, &A.temperature, "sampling temperature (default 1)"},
         {"top-k", F_I64, &A.top_k, "sampling top-k (default 0 = off)"},
         {"top-p", F_F32, &A.top_p, "sampling top-p (default 1 = off)"},
-        {"steps", F_I64, &A.steps, "RL steps (default 150)"},
+        {"steps", F_I64, &A.steps, "RL steps (default 300)"},
         {"epochs", F_I64, &A.epochs, "update epochs per rollout batch (default 1)"},
         {"minibatch", F_I64, &A.minibatch, "sequences per optimizer step (default 0 = the whole batch)"},
         {"sft-steps", F_I64, &A.sft_steps, "supervised warm-up steps before RL (default 2000; 0 = none)"},
