@@ -1,8 +1,10 @@
 /* Generation on CUDA: the GPU sampler (cuda/sampler.h) against cg_sample_logits on the same f32 logits and
  * uniforms (identical tokens, log-probs within 1e-6), with every filter and log-prob mode, ties and -inf
  * logits; then cg_generate on a CUDA f32 model against the same model on the CPU (TF32 off: identical tokens
- * for greedy and sampled decoding; log-probs within 1e-4 of the CPU's, the difference of f32 GPU matmuls).
- * Every test skips without a GPU (fails under CG_REQUIRE_GPU=1, `make test-gpu`). */
+ * for greedy and sampled decoding; log-probs within 1e-4 of the CPU's, the difference of f32 GPU matmuls);
+ * then the CUDA decode loop with its step replayed from a CUDA graph against the same loop without one
+ * (bit-identical tokens and log-probs). The GPU tests skip without a GPU (fail under CG_REQUIRE_GPU=1,
+ * `make test-gpu`); the last test (the switch, the CPU path, the decode ops' refusals) runs everywhere. */
 #include "test_util.h"
 
 #include "autograd/ops_decode.h"
