@@ -209,6 +209,12 @@ static uint8_t *key_mask_bytes(const cg_tensor *mask, const cg_tensor *q, int64_
     return on_device(q->device, bytes, CG_U8, n);
 }
 
+/* A key mask the CUDA kernel can read in place: u8 [B, S] packed on q's CUDA device, under no-grad. */
+static bool device_mask_usable(const cg_tensor *mask, const cg_tensor *q, int64_t S) {
+    return cg_on_cuda(q) && cg_device_eq(mask->device, q->device) && mask->dtype == CG_U8 && mask->ndim == 2 &&
+           mask->shape[0] == q->shape[0] && mask->shape[1] == S && cg_is_contiguous(mask) && !cg_grad_enabled();
+}
+
 static cg_attention_dims dims_of(const cg_tensor *q, const cg_tensor *k, float scale) {
     return (cg_attention_dims){.batch = q->shape[0], .q_heads = q->shape[1], .kv_heads = k->shape[1],
                                .q_len = q->shape[2], .kv_len = k->shape[2], .head_dim = q->shape[3],
@@ -318,7 +324,14 @@ cg_tensor *cg_attention(const cg_tensor *q, const cg_tensor *k, const cg_tensor 
     }
     if (scale <= 0.0f) scale = q->shape[3] > 0 ? (float)(1.0 / sqrt((double)q->shape[3])) : 1.0f;
     uint8_t *mask = NULL;
-    if (key_mask && !(mask = key_mask_bytes(key_mask, q, q->shape[0], k->shape[2]))) return NULL;
+    if (key_mask && device_mask_usable(key_mask, q, k->shape[2])) {
+        /* a packed u8 mask on q's GPU is already the kernel's format: read where it lies, nothing waits for
+         * the GPU (what a CUDA graph of the decode step needs); no-grad only, as the tape would keep the
+         * pointer to a buffer the caller may rewrite */
+        mask = (uint8_t *)cg_data(key_mask);
+    } else if (key_mask && !(mask = key_mask_bytes(key_mask, q, q->shape[0], k->shape[2]))) {
+        return NULL;
+    }
 
     if (!cg_device_eq(q->device, k->device) || !cg_device_eq(q->device, v->device)) {
         char a[DESC], b[DESC];

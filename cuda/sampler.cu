@@ -322,9 +322,15 @@ extern "C" cg_status cg_cuda_sample_uniforms(uint64_t seed, uint64_t first_strea
 }
 
 /* One block: each thread a row; n_live summed through shared memory (integers: exact). */
-__global__ void advance_kernel(cg_cuda_gen_rows r, int64_t step, const int32_t *tokens, const float *logprobs) {
+__global__ void advance_kernel(cg_cuda_gen_rows r, int64_t host_step, const int32_t *tokens, const float *logprobs) {
     __shared__ int count[THREADS];
+    /* every thread reads the device step before thread 0 rewrites it (after the reduction's barriers) */
+    const int64_t step = r.step_dev ? *r.step_dev : host_step;
     int n = 0;
+    if (step < 0 || step >= r.steps) { /* past the loop's end: change nothing (the host never launches this) */
+        if (threadIdx.x == 0) *r.n_live = 0;
+        return;
+    }
     for (int64_t b = threadIdx.x; b < r.batch; b += THREADS) {
         bool was_live = r.live[b] != 0;
         bool live_next = false;
@@ -352,12 +358,19 @@ __global__ void advance_kernel(cg_cuda_gen_rows r, int64_t step, const int32_t *
         if ((int)threadIdx.x < s) count[threadIdx.x] += count[threadIdx.x + s];
         __syncthreads();
     }
-    if (threadIdx.x == 0) *r.n_live = count[0];
+    if (threadIdx.x == 0) {
+        *r.n_live = count[0];
+        if (r.step_dev) {
+            *r.step_dev = step + 1;
+            *r.cache_pos = r.prompt_cols + step;
+        }
+    }
 }
 
 extern "C" cg_status cg_cuda_generate_advance(const cg_cuda_gen_rows *r, int64_t step, const int32_t *tokens,
                                               const float *logprobs) {
-    if (!r || !tokens || !logprobs || step < 0 || step >= r->steps)
+    if (!r || !tokens || !logprobs || (!r->step_dev && (step < 0 || step >= r->steps)) ||
+        (!r->step_dev != !r->cache_pos))
         return cg_set_error(CG_ERR_INVALID_ARG, "cuda generate advance: bad arguments (step %lld)", (long long)step);
     advance_kernel<<<1, THREADS, 0, cg_cuda_compute_stream()>>>(*r, step, tokens, logprobs);
     return cg_cuda_check_launch("cuda generate advance");

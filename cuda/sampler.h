@@ -67,6 +67,11 @@ typedef struct cg_cuda_gen_rows {
     int64_t *pos_step;      /* [batch] ... position ... */
     uint8_t *mask;          /* [batch, cache_len] ... and key mask column prompt_cols + step */
     int32_t *n_live;        /* [1]: rows still live after this step */
+    /* Optional (both or neither), for a step replayed from a CUDA graph: the step number lives on the device
+     * (*step_dev is read instead of the step argument, then incremented), and *cache_pos is set to the cache
+     * column the next step's token goes to (prompt_cols + step). */
+    int64_t *step_dev;
+    int64_t *cache_pos;
 } cg_cuda_gen_rows;
 
 /* After sampling step `step` (tokens / logprobs from cg_cuda_sample): each live row records its token,
@@ -74,7 +79,7 @@ typedef struct cg_cuda_gen_rows {
  * (a row still live feeds its token at position prompt_len + step, its mask column P + step opens; other
  * rows feed token 0 at position 0 behind a closed column), and n_live counts the rows still live. */
 cg_status cg_cuda_generate_advance(const cg_cuda_gen_rows *r, int64_t step, const int32_t *tokens,
-                                   const float *logprobs);
+                                   const float *logprobs); /* step: ignored when r->step_dev is set */
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@
 
 #include "core/context.h"
 #ifdef CG_HAVE_CUDA
+#include "cuda/decode.h"
 #include "cuda/sampler.h"
 #endif
 
@@ -30,6 +31,9 @@ cg_status cg_sampling_validate(const cg_sampling *s) {
     if (s->logprob_mode != CG_LOGPROB_SCALED && s->logprob_mode != CG_LOGPROB_RAW &&
         s->logprob_mode != CG_LOGPROB_SAMPLED)
         return cg_set_error(CG_ERR_INVALID_ARG, "sampling: unknown logprob_mode %d", (int)s->logprob_mode);
+    if (s->cuda_graphs < -1 || s->cuda_graphs > 1)
+        return cg_set_error(CG_ERR_INVALID_ARG, "sampling: cuda_graphs %d must be -1 (off), 0 (default) or 1 (on)",
+                            s->cuda_graphs);
     return CG_OK;
 }
 
@@ -374,76 +378,163 @@ static cg_status download(void *host, const cg_tensor *src) {
     return dst ? cg_copy(dst, src) : cg_last_status();
 }
 
+/* The device buffers of one CUDA decode loop. */
+typedef struct device_loop {
+    cg_cuda_sampler_params sp;
+    size_t work_bytes;
+    cg_tensor *u_d, *tok_d, *lp_d, *err_d, *live_d, *gen_len_d, *work_d, *n_live_d, *cache_pos_d;
+    cg_cuda_gen_rows rows;
+} device_loop;
+
+/* After a forward: draws the uniforms, samples every live row from the logits [B, 1, V] and advances the
+ * bookkeeping (the step number is the device's). Only kernels, on the compute stream. */
+static cg_status sample_and_advance(const gen_state *g, const cg_sampling *s, device_loop *d, const cg_tensor *logits) {
+    if (logits->strides[2] != 1 || logits->strides[0] < g->V)
+        return cg_set_error(CG_ERR_INTERNAL, "generate: the model's logits are not packed rows");
+    cg_status st = CG_OK;
+    if (s->temperature > 0.0f)
+        st = cg_cuda_sample_uniforms(s->seed, s->first_stream, g->B, cg_data(d->gen_len_d), cg_data(d->live_d),
+                                     cg_data(d->u_d));
+    if (st == CG_OK)
+        st = cg_cuda_sample(cg_data(logits), logits->dtype, g->B, g->V, logits->strides[0], cg_data(d->u_d),
+                            cg_data(d->live_d), &d->sp, cg_data(d->work_d), d->work_bytes, cg_data(d->tok_d),
+                            cg_data(d->lp_d), cg_data(d->err_d));
+    if (st == CG_OK) st = cg_cuda_generate_advance(&d->rows, 0, cg_data(d->tok_d), cg_data(d->lp_d));
+    return st;
+}
+
+/* The fixed-shape decode step (steps 1..): [B, 1] tokens at device positions into cache column *cache_pos,
+ * attention over the whole cache, then sampling and bookkeeping. From the same arena marks it allocates the
+ * same addresses and launches the same kernels every time, and nothing in it waits for the GPU: it is what
+ * the CUDA graph captures. Its memory is left allocated (the caller rewinds, or keeps it for the graph). */
+static cg_status decode_step(gen_state *g, const cg_sampling *s, device_loop *d) {
+    cg_model_inputs in = {.tokens = g->tok_step, .positions = g->pos_step, .key_mask = g->mask, .cache = g->kv,
+                          .cache_pos = d->cache_pos_d};
+    cg_tensor *h = cg_model_forward(g->m, &in);
+    cg_tensor *logits = h ? cg_model_logits(g->m, h) : NULL; /* [B, 1, V] */
+    if (!logits) {
+        if (cg_last_status() != CG_OK) return cg_error_context("generate: ");
+        return cg_set_error(CG_ERR_INTERNAL, "generate: the model gave no logits");
+    }
+    return sample_and_advance(g, s, d, logits);
+}
+
+/* Whether this call wants a CUDA graph: cg_sampling.cuda_graphs, else the environment (CG_CUDA_GRAPHS=0: off). */
+static bool graphs_wanted(const cg_sampling *s) {
+    if (s->cuda_graphs != 0) return s->cuda_graphs > 0;
+    const char *env = getenv("CG_CUDA_GRAPHS");
+    return !(env && strcmp(env, "0") == 0);
+}
+
+/* Captures one decode step into *out (from the current arena marks, which the caller took the uncaptured
+ * step 1 from, so the addresses are the ones step 1 used and the matmul heuristics are cached). On success
+ * the step's memory stays allocated for the replays; on failure everything is rewound, the error cleared,
+ * and the reason returned (static text). */
+static const char *capture_step(gen_state *g, const cg_sampling *s, device_loop *d, cg_cuda_graph **out) {
+    *out = NULL;
+    step_marks k = marks_get(g);
+    if (cg_cuda_graph_capture_begin() != CG_OK) {
+        cg_clear_error();
+        return "cudaStreamBeginCapture failed";
+    }
+    cg_status st = decode_step(g, s, d);
+    /* always leave capture mode; instantiate only a step that was fully recorded */
+    cg_status end = cg_cuda_graph_capture_end(st == CG_OK ? out : NULL);
+    if (st == CG_OK && end == CG_OK && *out) return NULL;
+    cg_cuda_graph_free(*out);
+    *out = NULL;
+    cg_clear_error();
+    marks_rewind(g, k);
+    return st != CG_OK ? "a call in the decode step cannot be captured" : "cudaStreamEndCapture or cudaGraphInstantiate failed";
+}
+
 /* The decode loop on the GPU: the sampler (cuda/sampler.h) reads the logits where the model wrote them, and
- * the bookkeeping kernel records each live row's token and writes the next step's token, position and mask
- * column into the decode buffers, so no step uploads anything; the tokens, log-probs, lengths and done flags
- * come back once at the end. Same rows, same streams, same tokens as decode_on_host. */
+ * the bookkeeping kernel records each live row's token and writes the next step's token, position, mask
+ * column and cache column into the decode buffers, so no step uploads anything; the tokens, log-probs,
+ * lengths and done flags come back once at the end. Step 0 is the prefill (the prompts, uploaded); steps 1..
+ * are decode_step, replayed from a CUDA graph from step 2 on when graphs are wanted. Same rows, same
+ * streams, same tokens as decode_on_host. */
 static cg_status decode_on_device(gen_state *g, const cg_sampling *s, const int64_t *prompt_lens,
                                   const int64_t *budget, int64_t steps, int32_t *new_tok, float *new_lp,
-                                  int64_t *gen_len, uint8_t *stopped) {
+                                  int64_t *gen_len, uint8_t *stopped, int64_t *graph_steps, const char **graph_note) {
     int64_t B = g->B;
     cg_arena *dev = g->arenas[0];
-    cg_cuda_sampler_params sp = {.temperature = s->temperature, .top_k = s->top_k, .top_p = s->top_p,
-                                 .logprob_mode = (int)s->logprob_mode};
+    device_loop d = {.sp = {.temperature = s->temperature, .top_k = s->top_k, .top_p = s->top_p,
+                            .logprob_mode = (int)s->logprob_mode}};
     uint8_t *live0 = malloc((size_t)B);
     if (!live0) return cg_set_error(CG_ERR_OOM, "generate: out of host memory");
     for (int64_t b = 0; b < B; b++) live0[b] = budget[b] > 0;
-    size_t work_bytes = cg_cuda_sample_workspace_bytes(B, g->V, &sp);
-    int64_t wb[1] = {(int64_t)(work_bytes ? work_bytes : 1)}, out_shape[2] = {B, steps};
+    d.work_bytes = cg_cuda_sample_workspace_bytes(B, g->V, &d.sp);
+    int64_t wb[1] = {(int64_t)(d.work_bytes ? d.work_bytes : 1)}, out_shape[2] = {B, steps};
     cg_tensor *budget_d = device_array(dev, CG_I64, B, budget);
     cg_tensor *plen_d = device_array(dev, CG_I64, B, prompt_lens);
     cg_tensor *stop_d = device_array(dev, CG_I32, s->n_stop, s->n_stop > 0 ? s->stop_tokens : NULL);
-    cg_tensor *gen_len_d = device_array(dev, CG_I64, B, NULL);
     cg_tensor *stopped_d = device_array(dev, CG_U8, B, NULL);
-    cg_tensor *live_d = device_array(dev, CG_U8, B, live0);
-    cg_tensor *err_d = device_array(dev, CG_I32, B, NULL);
-    cg_tensor *u_d = device_array(dev, CG_F32, B, NULL);
-    cg_tensor *tok_d = device_array(dev, CG_I32, B, NULL);
-    cg_tensor *lp_d = device_array(dev, CG_F32, B, NULL);
-    cg_tensor *n_live_d = device_array(dev, CG_I32, 1, NULL);
+    cg_tensor *step_d = device_array(dev, CG_I64, 1, NULL);
+    d.gen_len_d = device_array(dev, CG_I64, B, NULL);
+    d.live_d = device_array(dev, CG_U8, B, live0);
+    d.err_d = device_array(dev, CG_I32, B, NULL);
+    d.u_d = device_array(dev, CG_F32, B, NULL);
+    d.tok_d = device_array(dev, CG_I32, B, NULL);
+    d.lp_d = device_array(dev, CG_F32, B, NULL);
+    d.n_live_d = device_array(dev, CG_I32, 1, NULL);
+    d.cache_pos_d = device_array(dev, CG_I64, 1, NULL);
     cg_tensor *out_tok_d = cg_tensor_zeros(dev, CG_I32, 2, out_shape);
     cg_tensor *out_lp_d = cg_tensor_zeros(dev, CG_F32, 2, out_shape);
-    cg_tensor *work_d = cg_tensor_empty(dev, CG_U8, 1, wb);
+    d.work_d = cg_tensor_empty(dev, CG_U8, 1, wb);
     free(live0);
-    if (!budget_d || !plen_d || !stop_d || !gen_len_d || !stopped_d || !live_d || !err_d || !u_d || !tok_d ||
-        !lp_d || !n_live_d || !out_tok_d || !out_lp_d || !work_d)
+    if (!budget_d || !plen_d || !stop_d || !stopped_d || !step_d || !d.gen_len_d || !d.live_d || !d.err_d ||
+        !d.u_d || !d.tok_d || !d.lp_d || !d.n_live_d || !d.cache_pos_d || !out_tok_d || !out_lp_d || !d.work_d)
         return cg_error_context("generate: ");
-    cg_cuda_gen_rows rows = {.batch = B, .steps = steps, .prompt_cols = g->P, .cache_len = g->cache_len,
-                             .budget = cg_data(budget_d), .prompt_len = cg_data(plen_d), .stop = cg_data(stop_d),
-                             .n_stop = s->n_stop, .gen_len = cg_data(gen_len_d), .stopped = cg_data(stopped_d),
-                             .live = cg_data(live_d), .out_tokens = cg_data(out_tok_d),
-                             .out_logprobs = cg_data(out_lp_d), .tok_step = cg_data(g->tok_step),
-                             .pos_step = cg_data(g->pos_step), .mask = cg_data(g->mask), .n_live = cg_data(n_live_d)};
+    d.rows = (cg_cuda_gen_rows){.batch = B, .steps = steps, .prompt_cols = g->P, .cache_len = g->cache_len,
+                                .budget = cg_data(budget_d), .prompt_len = cg_data(plen_d), .stop = cg_data(stop_d),
+                                .n_stop = s->n_stop, .gen_len = cg_data(d.gen_len_d), .stopped = cg_data(stopped_d),
+                                .live = cg_data(d.live_d), .out_tokens = cg_data(out_tok_d),
+                                .out_logprobs = cg_data(out_lp_d), .tok_step = cg_data(g->tok_step),
+                                .pos_step = cg_data(g->pos_step), .mask = cg_data(g->mask),
+                                .n_live = cg_data(d.n_live_d), .step_dev = cg_data(step_d),
+                                .cache_pos = cg_data(d.cache_pos_d)};
+    bool want_graph = graphs_wanted(s);
+    cg_cuda_graph *graph = NULL;
     cg_status st = CG_OK;
     for (int64_t step = 0; st == CG_OK && step < steps; step++) {
-        step_marks k = marks_get(g);
-        cg_tensor *logits = step == 0 ? forward_logits(g, g->tok_in, g->pos_in, true)
-                                      : forward_logits(g, g->tok_step, g->pos_step, false);
-        if (!logits) {
-            st = cg_last_status();
-        } else if (logits->strides[2] != 1 || logits->strides[0] < g->V) {
-            st = cg_set_error(CG_ERR_INTERNAL, "generate: the model's logits are not packed rows");
+        if (graph) { /* steps 3..: the replay; nothing is allocated */
+            if ((st = cg_cuda_graph_launch(graph)) == CG_OK) ++*graph_steps;
+        } else if (step == 0) { /* the prefill: T = P, the prompts uploaded, the cache's prefix */
+            step_marks k = marks_get(g);
+            cg_tensor *logits = forward_logits(g, g->tok_in, g->pos_in, true);
+            st = logits ? sample_and_advance(g, s, &d, logits) : cg_last_status();
+            marks_rewind(g, k); /* later kernels reusing this memory queue after the sampler's */
+        } else if (want_graph && step >= 2 && !*graph_note) {
+            /* step 1 ran plainly from these marks: capture the same step, then replay it for this one */
+            *graph_note = capture_step(g, s, &d, &graph);
+            if (graph) {
+                if ((st = cg_cuda_graph_launch(graph)) == CG_OK) ++*graph_steps;
+            } else {
+                step_marks k = marks_get(g);
+                st = decode_step(g, s, &d);
+                marks_rewind(g, k);
+            }
         } else {
-            if (s->temperature > 0.0f)
-                st = cg_cuda_sample_uniforms(s->seed, s->first_stream, B, cg_data(gen_len_d), cg_data(live_d),
-                                             cg_data(u_d));
-            if (st == CG_OK)
-                st = cg_cuda_sample(cg_data(logits), logits->dtype, B, g->V, logits->strides[0], cg_data(u_d),
-                                    cg_data(live_d), &sp, cg_data(work_d), work_bytes, cg_data(tok_d),
-                                    cg_data(lp_d), cg_data(err_d));
-            if (st == CG_OK) st = cg_cuda_generate_advance(&rows, step, cg_data(tok_d), cg_data(lp_d));
+            step_marks k = marks_get(g);
+            st = decode_step(g, s, &d);
+            marks_rewind(g, k);
         }
-        marks_rewind(g, k); /* later kernels reusing this memory queue after the sampler's */
         if (st != CG_OK) break;
         if ((step + 1) % LIVE_CHECK_EVERY == 0 || step + 1 == steps) {
             int32_t n_live = 0;
-            if ((st = download(&n_live, n_live_d)) != CG_OK || n_live == 0) break;
+            if ((st = download(&n_live, d.n_live_d)) != CG_OK || n_live == 0) break;
         }
+    }
+    if (graph) { /* no replay may still read the graph's memory when the caller rewinds it */
+        cg_status sync = cg_device_synchronize(g->m->device);
+        if (st == CG_OK) st = sync;
+        cg_cuda_graph_free(graph);
     }
     if (st != CG_OK) return cg_error_context("generate: ");
     int32_t *err = malloc(sizeof(int32_t) * (size_t)B);
     if (!err) return cg_set_error(CG_ERR_OOM, "generate: out of host memory");
-    if ((st = download(err, err_d)) == CG_OK && (st = download(gen_len, gen_len_d)) == CG_OK &&
+    if ((st = download(err, d.err_d)) == CG_OK && (st = download(gen_len, d.gen_len_d)) == CG_OK &&
         (st = download(stopped, stopped_d)) == CG_OK && (st = download(new_tok, out_tok_d)) == CG_OK)
         st = download(new_lp, out_lp_d);
     for (int64_t b = 0; st == CG_OK && b < B; b++)
@@ -466,7 +557,8 @@ cg_status cg_generate(cg_model *m, const int32_t *const *prompts, const int64_t 
 
     const cg_model_config *c = &m->cfg;
     gen_state g = {.m = m, .B = batch, .V = c->vocab_size};
-    int64_t B = batch, steps = 0;
+    int64_t B = batch, steps = 0, graph_steps = 0;
+    const char *graph_note = NULL;
     int64_t *budget = calloc((size_t)B, sizeof *budget), *gen_len = calloc((size_t)B, sizeof *gen_len);
     uint8_t *stopped = calloc((size_t)B, 1);
     cg_rng *rngs = calloc((size_t)B, sizeof *rngs);
@@ -527,7 +619,8 @@ cg_status cg_generate(cg_model *m, const int32_t *const *prompts, const int64_t 
         }
 #ifdef CG_HAVE_CUDA
         if (st == CG_OK && m->device.type == CG_DEVICE_CUDA)
-            st = decode_on_device(&g, s, prompt_lens, budget, steps, new_tok, new_lp, gen_len, stopped);
+            st = decode_on_device(&g, s, prompt_lens, budget, steps, new_tok, new_lp, gen_len, stopped, &graph_steps,
+                                  &graph_note);
         else
 #endif
             if (st == CG_OK)
@@ -547,6 +640,8 @@ cg_status cg_generate(cg_model *m, const int32_t *const *prompts, const int64_t 
                               (long long)W);
             goto cleanup_host;
         }
+        r->graph_steps = graph_steps;
+        r->graph_note = graph_note;
         for (int64_t b = 0; b < B; b++) {
             int64_t L = prompt_lens[b];
             r->prompt_len[b] = L;

@@ -15,12 +15,17 @@
  * on entry before it returns: decoding N tokens does not grow memory, and tensors the caller holds from
  * before the call stay valid (cg_step_end is never called).
  *
- * ---- The decode step (for CUDA graphs) ----
- * A decode step is one call with the same tensor shapes every step except the key length: the token, the
- * position and the key mask live in buffers allocated once per generation ([batch, 1], [batch, 1] and
- * [batch, cache length]; the mask passed is a growing prefix view of the last). To capture the step in a
- * CUDA graph the model's attention must read the whole cache with the mask hiding the unfilled tail (fixed
- * S = cache length) instead of the prefix it reads now; that is the one change the CUDA backend needs.
+ * ---- The decode step (CUDA graphs) ----
+ * On the CPU a decode step feeds [batch, 1] tokens and attends to the filled prefix of the cache. On CUDA
+ * every decode step is one fixed-shape call (cg_model_inputs.cache_pos): the token, the position, the key
+ * mask [batch, cache length] and the cache column live in device buffers allocated once per generation and
+ * written by the bookkeeping kernel, attention reads the whole cache with the mask hiding the unfilled
+ * columns (which adds exact zeros: the same result as the prefix), and nothing reads device data on the
+ * host. Then the step (forward, sampler, bookkeeping) is the same kernels on the same addresses every time:
+ * step 1 runs plainly (it warms the matmul heuristic cache), step 2 is captured from the same arena mark
+ * into a CUDA graph, and steps 2.. replay it (cudaGraphLaunch); its memory stays allocated until the end of
+ * the call. Graphs off (cg_sampling.cuda_graphs = -1 or CG_CUDA_GRAPHS=0), or any capture error, runs the
+ * same step without a graph, with the same results; cg_generation.graph_steps / graph_note tell which.
  *
  * ---- Randomness (reproducible, independent of the batch's other rows) ----
  * Row b draws from the Philox stream b (+ first_stream) of the seed, cg_rng_fork(&cg_rng_init(seed), b), one 32-bit word per
@@ -78,6 +83,9 @@ typedef struct cg_sampling {
     /* Row b draws from stream first_stream + b (0: stream b). Data-parallel ranks each generate a slice of
      * the job's rows and offset it by the slice's first row, so they sample what one process would. */
     uint64_t first_stream;
+    /* CUDA models: capture the decode step in a CUDA graph and replay it (models/generate.c). 0: on unless
+     * the environment has CG_CUDA_GRAPHS=0; 1: on; -1: off. Tokens and log-probs are the same either way. */
+    int cuda_graphs;
 } cg_sampling;
 
 /* The result, allocated by the library (one block) and freed with cg_generation_free. Row b holds its
@@ -91,17 +99,21 @@ typedef struct cg_generation {
     int64_t *prompt_len; /* [batch] */
     int64_t *gen_len;    /* [batch] */
     uint8_t *stopped;    /* [batch]: 1 if the row ended with a stop token, 0 if it ran out of budget */
+    /* CUDA: decode steps replayed from a CUDA graph (0 on the CPU, with graphs off, or after a fall-back),
+     * and why no graph was used when one was wanted (static text; NULL when none was wanted or it worked). */
+    int64_t graph_steps;
+    const char *graph_note;
 } cg_generation;
 
 /* Generates for `batch` prompts (prompts[b] holds prompt_lens[b] >= 1 ids, each < vocab_size and shorter
  * than max_seq_len). On success *out is a new cg_generation; on error *out is untouched and nothing leaks.
- * Runs on the model's device; the sampler runs on the host. */
+ * Runs on the model's device; the sampler runs on the host for a CPU model, on the GPU for a CUDA one. */
 cg_status cg_generate(cg_model *m, const int32_t *const *prompts, const int64_t *prompt_lens, int64_t batch,
                       const cg_sampling *s, cg_generation **out);
 void cg_generation_free(cg_generation *g);
 
 /* Checks a sampling config: temperature >= 0 and finite, top_k >= 0, top_p in (0, 1] (or 0 = off),
- * max_new_tokens >= 0, stop_tokens given when n_stop > 0, a known logprob_mode. */
+ * max_new_tokens >= 0, stop_tokens given when n_stop > 0, a known logprob_mode, cuda_graphs in {-1, 0, 1}. */
 cg_status cg_sampling_validate(const cg_sampling *s);
 
 /* Bytes of scratch cg_sample_logits needs for a vocabulary (pass NULL work to let it allocate). */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/ops_decode.h"
 #include "core/context.h"
 #include "core/ops_common.h"
 
@@ -402,7 +403,8 @@ cg_status cg_kv_cache_create(const cg_model *m, int64_t batch, int64_t max_len, 
         return cg_set_error(CG_ERR_INVALID_ARG, "kv_cache_create: needs a model, batch > 0 and max_len > 0");
     const cg_model_config *c = &m->cfg;
     int64_t D = cg_model_head_dim(c);
-    size_t bytes = (size_t)(2 * c->n_layer * batch * c->n_kv_head * max_len * D) * 4 + (size_t)c->n_layer * 256;
+    size_t bytes = (size_t)(2 * c->n_layer * batch * c->n_kv_head * max_len * D) * 4 + (size_t)c->n_layer * 256 +
+                   (size_t)D * sizeof(double) + 256;
     cg_kv_cache *kv = calloc(1, sizeof *kv);
     if (!kv) return cg_set_error(CG_ERR_OOM, "kv_cache_create: out of host memory");
     kv->batch = batch;
@@ -416,6 +418,11 @@ cg_status cg_kv_cache_create(const cg_model *m, int64_t batch, int64_t max_len, 
     for (int64_t l = 0; ok && l < c->n_layer; l++)
         ok = (kv->k[l] = cg_tensor_zeros(kv->arena, m->compute_dtype, 4, shape)) &&
              (kv->v[l] = cg_tensor_zeros(kv->arena, m->compute_dtype, 4, shape));
+    if (ok && m->device.type == CG_DEVICE_CUDA && c->arch == CG_ARCH_LLAMA) {
+        cg_rope_config rope = {c->rope_theta, c->rope_scaling_factor, c->rope_low_freq_factor,
+                               c->rope_high_freq_factor, c->rope_original_max_pos};
+        ok = (kv->rope_table = cg_decode_rope_table(kv->arena, &rope, D)) != NULL;
+    }
     if (!ok) {
         cg_status s = cg_last_status() != CG_OK ? cg_last_status() : cg_set_error(CG_ERR_OOM, "kv_cache_create: out of memory");
         cg_kv_cache_free(kv);
@@ -487,12 +494,25 @@ static cg_tensor *attention_block(cg_model *m, int64_t l, const cg_tensor *h, co
     } else {
         cg_rope_config rope = {c->rope_theta, c->rope_scaling_factor, c->rope_low_freq_factor,
                                c->rope_high_freq_factor, c->rope_original_max_pos};
-        q = cg_rope_scaled(split_heads(linear_module(m, &b->q, h, false), B, T, H, D), &rope, 0, positions);
-        k = cg_rope_scaled(split_heads(linear_module(m, &b->k, h, false), B, T, Hkv, D), &rope, 0, positions);
+        q = split_heads(linear_module(m, &b->q, h, false), B, T, H, D);
+        k = split_heads(linear_module(m, &b->k, h, false), B, T, Hkv, D);
+        if (in->cache_pos) { /* the decode step: the frequency table and positions read on the device */
+            q = q ? cg_decode_rope(q, in->cache->rope_table, positions) : NULL;
+            k = k ? cg_decode_rope(k, in->cache->rope_table, positions) : NULL;
+        } else {
+            q = cg_rope_scaled(q, &rope, 0, positions);
+            k = cg_rope_scaled(k, &rope, 0, positions);
+        }
         v = split_heads(linear_module(m, &b->v, h, false), B, T, Hkv, D);
     }
     if (!q || !k || !v) return NULL;
-    if (in->cache) {
+    if (in->cache_pos) { /* written at the device's column; attention reads the whole (packed) cache */
+        if (cg_decode_cache_write(in->cache->k[l], k, in->cache_pos) != CG_OK ||
+            cg_decode_cache_write(in->cache->v[l], v, in->cache_pos) != CG_OK)
+            return NULL;
+        k = in->cache->k[l];
+        v = in->cache->v[l];
+    } else if (in->cache) {
         k = cache_append(in->cache->k[l], k, in->cache->len, T);
         v = cache_append(in->cache->v[l], v, in->cache->len, T);
         if (!k || !v) return NULL;
@@ -558,6 +578,47 @@ static const cg_tensor *ids_on_device(const cg_model *m, const cg_tensor *ids, i
     return ids;
 }
 
+/* The decode step's inputs (cg_model_inputs.cache_pos): everything on the model's GPU, in the layouts the
+ * device-position kernels read; nothing here looks at device data. */
+static bool check_decode_inputs(const cg_model *m, const cg_model_inputs *in, int64_t B, int64_t T) {
+    char d[160];
+    const cg_kv_cache *kv = in->cache;
+    const cg_tensor *pos = in->positions, *mask = in->key_mask, *cp = in->cache_pos;
+    if (m->device.type != CG_DEVICE_CUDA || !kv) {
+        cg_set_error(CG_ERR_INVALID_ARG, "model_forward: cache_pos (the decode step) needs a CUDA model and a KV cache");
+        return false;
+    }
+    if (T > kv->max_len || (m->cfg.arch == CG_ARCH_LLAMA && !kv->rope_table)) {
+        cg_set_error(CG_ERR_INVALID_ARG, "model_forward: decode step of %lld tokens on a cache of %lld columns%s",
+                     (long long)T, (long long)kv->max_len, kv->rope_table ? "" : " without its RoPE table");
+        return false;
+    }
+    const cg_tensor *need[4] = {in->tokens, pos, mask, cp};
+    const char *names[4] = {"tokens", "positions", "key_mask", "cache_pos"};
+    for (int i = 0; i < 4; i++) {
+        if (!need[i] || !cg_device_eq(need[i]->device, m->device) || !cg_is_contiguous(need[i])) {
+            cg_set_error(CG_ERR_INVALID_ARG, "model_forward: the decode step needs packed %s on the model's device%s%s",
+                         names[i], need[i] ? ", got " : " (NULL)", need[i] ? cg_tensor_desc(need[i], d, sizeof d) : "");
+            return false;
+        }
+    }
+    if (pos->dtype != CG_I64 || pos->ndim != 2 || pos->shape[0] != B || pos->shape[1] != T) {
+        cg_set_error(CG_ERR_SHAPE, "model_forward: decode positions %s must be i64 [%lld, %lld]",
+                     cg_tensor_desc(pos, d, sizeof d), (long long)B, (long long)T);
+        return false;
+    }
+    if (mask->dtype != CG_U8 || mask->ndim != 2 || mask->shape[0] != B || mask->shape[1] != kv->max_len) {
+        cg_set_error(CG_ERR_SHAPE, "model_forward: decode key_mask %s must be u8 [%lld, %lld] (the whole cache)",
+                     cg_tensor_desc(mask, d, sizeof d), (long long)B, (long long)kv->max_len);
+        return false;
+    }
+    if (cp->dtype != CG_I64 || cg_numel(cp) != 1) {
+        cg_set_error(CG_ERR_SHAPE, "model_forward: cache_pos %s must be one i64", cg_tensor_desc(cp, d, sizeof d));
+        return false;
+    }
+    return true;
+}
+
 cg_tensor *cg_model_forward(cg_model *m, const cg_model_inputs *in) {
     char d[160];
     if (!m || !in || !in->tokens) {
@@ -578,7 +639,7 @@ cg_tensor *cg_model_forward(cg_model *m, const cg_model_inputs *in) {
                          "cg_no_grad_enter() and cg_no_grad_exit()");
             return NULL;
         }
-        if (in->cache->batch != B || offset + T > in->cache->max_len) {
+        if (in->cache->batch != B || (!in->cache_pos && offset + T > in->cache->max_len)) {
             cg_set_error(CG_ERR_SHAPE, "model_forward: %lld x %lld new tokens do not fit the KV cache (batch %lld, %lld "
                          "of %lld positions used)", (long long)B, (long long)T, (long long)in->cache->batch,
                          (long long)offset, (long long)in->cache->max_len);
@@ -586,15 +647,21 @@ cg_tensor *cg_model_forward(cg_model *m, const cg_model_inputs *in) {
         }
     }
     const cg_tensor *positions = in->positions;
-    if (!positions && !(positions = default_positions(B, T, offset))) return NULL;
     bool gpt2 = c->arch == CG_ARCH_GPT2;
-    /* token ids past the real vocabulary are an error (the embedding checks only against the padded size);
-     * GPT-2's positions must have an embedding (RoPE positions are free) */
-    if (!(tok = ids_on_device(m, tok, c->vocab_size, "token"))) return NULL;
-    if (!(positions = ids_on_device(m, positions, gpt2 ? c->max_seq_len : 0, "position"))) return NULL;
-
-    cg_tensor *x = cg_embedding(W(m, m->wte), tok);
-    if (x && gpt2) x = cg_add(x, cg_embedding(W(m, m->wpe), positions));
+    cg_tensor *x;
+    if (in->cache_pos) {
+        if (!check_decode_inputs(m, in, B, T)) return NULL;
+        x = cg_decode_embedding(W(m, m->wte), tok);
+        if (x && gpt2) x = cg_add(x, cg_decode_embedding(W(m, m->wpe), positions));
+    } else {
+        if (!positions && !(positions = default_positions(B, T, offset))) return NULL;
+        /* token ids past the real vocabulary are an error (the embedding checks only against the padded
+         * size); GPT-2's positions must have an embedding (RoPE positions are free) */
+        if (!(tok = ids_on_device(m, tok, c->vocab_size, "token"))) return NULL;
+        if (!(positions = ids_on_device(m, positions, gpt2 ? c->max_seq_len : 0, "position"))) return NULL;
+        x = cg_embedding(W(m, m->wte), tok);
+        if (x && gpt2) x = cg_add(x, cg_embedding(W(m, m->wpe), positions));
+    }
     if (!x) return NULL;
     for (int64_t l = 0; l < c->n_layer && x; l++) {
         cg_block *b = &m->blocks[l];
@@ -615,7 +682,7 @@ cg_tensor *cg_model_forward(cg_model *m, const cg_model_inputs *in) {
         x = mlp ? cg_add(resid, mlp) : NULL;
     }
     if (!x) return NULL;
-    if (in->cache) in->cache->len += T;
+    if (in->cache && !in->cache_pos) in->cache->len += T;
     cg_tensor *nfw = W(m, m->norm_f_w), *nfb = W(m, m->norm_f_b);
     if (!nfw || (gpt2 && !nfb)) return NULL;
     return gpt2 ? cg_layernorm(x, nfw, nfb, c->norm_eps) : cg_rmsnorm(x, nfw, c->norm_eps);

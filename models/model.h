@@ -146,6 +146,7 @@ typedef struct cg_kv_cache {
     cg_arena *arena;
     cg_tensor **k, **v;          /* per layer [batch, n_kv_head, max_len, head_dim] */
     int n_layer;
+    cg_tensor *rope_table;       /* Llama family on CUDA: RoPE's frequencies on the device (cg_decode_rope) */
 } cg_kv_cache;
 cg_status cg_kv_cache_create(const cg_model *m, int64_t batch, int64_t max_len, cg_kv_cache **out);
 void cg_kv_cache_reset(cg_kv_cache *c);
@@ -160,6 +161,13 @@ typedef struct cg_model_inputs {
     const cg_tensor *positions; /* optional [B, T] i32/i64 (left padding); default cache->len + t */
     const cg_tensor *key_mask;  /* optional [B, S] nonzero = attend, S = keys seen (cache length + T) */
     cg_kv_cache *cache;         /* optional: this call's keys/values are appended and attended to */
+    /* Optional, CUDA models with a cache only: the fixed-shape decode step (one call every decode step with
+     * the same shapes and addresses, so it can be captured in a CUDA graph). An i64 [1] device tensor: this
+     * call's T keys/values go to cache columns *cache_pos .. + T - 1, read on the device; attention reads the
+     * whole cache (S = cache->max_len) and key_mask must be a packed u8 [B, max_len] device tensor hiding the
+     * unfilled columns; tokens and positions (i64, packed) must be on the device and are NOT range-checked
+     * (a check would wait for the GPU: the caller guarantees them); cache->len is neither read nor advanced. */
+    const cg_tensor *cache_pos;
 } cg_model_inputs;
 
 /* The final-norm hidden states [B, T, C]. */

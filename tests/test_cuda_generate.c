@@ -1,10 +1,13 @@
 /* Generation on CUDA: the GPU sampler (cuda/sampler.h) against cg_sample_logits on the same f32 logits and
  * uniforms (identical tokens, log-probs within 1e-6), with every filter and log-prob mode, ties and -inf
  * logits; then cg_generate on a CUDA f32 model against the same model on the CPU (TF32 off: identical tokens
- * for greedy and sampled decoding; log-probs within 1e-4 of the CPU's, the difference of f32 GPU matmuls).
- * Every test skips without a GPU (fails under CG_REQUIRE_GPU=1, `make test-gpu`). */
+ * for greedy and sampled decoding; log-probs within 1e-4 of the CPU's, the difference of f32 GPU matmuls);
+ * then the CUDA decode loop with its step replayed from a CUDA graph against the same loop without one
+ * (bit-identical tokens and log-probs). The GPU tests skip without a GPU (fail under CG_REQUIRE_GPU=1,
+ * `make test-gpu`); the last test (the switch, the CPU path, the decode ops' refusals) runs everywhere. */
 #include "test_util.h"
 
+#include "autograd/ops_decode.h"
 #include "models/generate.h"
 #ifdef CG_HAVE_CUDA
 #include "cuda/matmul.h"
@@ -168,10 +171,122 @@ static void test_cuda_generation_matches_cpu(void **state) {
 #endif
 }
 
+#ifdef CG_HAVE_CUDA
+/* One generation on model m with cuda_graphs set to `graphs` (the rest of s as given). */
+static cg_generation *generate_with(cg_model *m, const cg_sampling *s, int graphs) {
+    const int32_t p0[3] = {1, 2, 3}, p1[7] = {4, 5, 6, 7, 8, 9, 2}, p2[1] = {10}, p3[4] = {11, 12, 13, 14},
+                  p4[2] = {30, 31};
+    const int32_t *prompts[5] = {p0, p1, p2, p3, p4};
+    int64_t lens[5] = {3, 7, 1, 4, 2};
+    cg_sampling c = *s;
+    c.cuda_graphs = graphs;
+    cg_generation *g = NULL;
+    assert_ok(cg_generate(m, prompts, lens, 5, &c, &g));
+    return g;
+}
+
+/* Graphs on and off give the same bits: the replayed step is the plain step's kernels on the same
+ * addresses. The graph must really be used (more than 2 decode steps: step 1 runs plainly, step 2 is
+ * captured), and CG_CUDA_GRAPHS=0 turns it off when the config leaves the choice to the environment. */
+static void graphs_on_off(const char *preset, cg_dtype compute, const cg_sampling *s) {
+    cg_model_config cfg;
+    assert_ok(cg_model_config_preset(preset, &cfg));
+    cg_model *m = NULL;
+    assert_ok(cg_model_create(&cfg, CG_CUDA(0), 7, &m));
+    assert_ok(cg_model_set_compute_dtype(m, compute));
+    cg_generation *on = generate_with(m, s, 1), *off = generate_with(m, s, -1);
+    if (on->graph_note) fprintf(stderr, "graph not used (%s, %s): %s\n", preset, cg_dtype_name(compute), on->graph_note);
+    assert_null(on->graph_note);
+    int64_t longest = 0;
+    for (int64_t r = 0; r < on->batch; r++) longest = on->gen_len[r] > longest ? on->gen_len[r] : longest;
+    if (longest > 2) assert_true(on->graph_steps > 0);
+    assert_int_equal(off->graph_steps, 0);
+    assert_null(off->graph_note);
+    assert_int_equal(on->max_total, off->max_total);
+    for (int64_t r = 0; r < on->batch; r++) {
+        assert_int_equal(on->gen_len[r], off->gen_len[r]);
+        assert_int_equal(on->stopped[r], off->stopped[r]);
+    }
+    size_t n = (size_t)(on->batch * on->max_total);
+    assert_memory_equal(on->tokens, off->tokens, n * sizeof(int32_t));
+    assert_memory_equal(on->logprobs, off->logprobs, n * sizeof(float)); /* bit-identical */
+
+    assert_int_equal(setenv("CG_CUDA_GRAPHS", "0", 1), 0);
+    cg_generation *env_off = generate_with(m, s, 0);
+    assert_int_equal(unsetenv("CG_CUDA_GRAPHS"), 0);
+    assert_int_equal(env_off->graph_steps, 0);
+    assert_memory_equal(env_off->tokens, off->tokens, n * sizeof(int32_t));
+    cg_generation_free(on);
+    cg_generation_free(off);
+    cg_generation_free(env_off);
+    cg_model_free(m);
+}
+#endif
+
+static void test_cuda_graphs_same_as_plain_loop(void **state) {
+    (void)state;
+    cg_test_require_gpu();
+#ifdef CG_HAVE_CUDA
+    const int32_t stop = 17;
+    cg_sampling greedy = {.temperature = 0.0f, .max_new_tokens = 40};
+    cg_sampling sampled = {.temperature = 1.0f, .top_k = 20, .max_new_tokens = 37, .seed = 3, .stop_tokens = &stop,
+                           .n_stop = 1};
+    cg_sampling plain = {.temperature = 0.9f, .max_new_tokens = 21, .seed = 11, .logprob_mode = CG_LOGPROB_RAW};
+    cg_sampling nucleus = {.temperature = 0.8f, .top_p = 0.9f, .max_new_tokens = 33, .seed = 9,
+                           .logprob_mode = CG_LOGPROB_SAMPLED, .first_stream = 5};
+    const char *presets[2] = {"llama:tiny", "gpt2:tiny"};
+    const cg_dtype dtypes[2] = {CG_F32, CG_BF16};
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) {
+            graphs_on_off(presets[i], dtypes[j], &greedy);
+            graphs_on_off(presets[i], dtypes[j], &sampled);
+            graphs_on_off(presets[i], dtypes[j], &plain);
+            graphs_on_off(presets[i], dtypes[j], &nucleus);
+        }
+#endif
+}
+
+/* Runs everywhere: the switch is validated, a CPU generation reports no graph, and the decode-step ops
+ * refuse CPU tensors with their error. */
+static void test_graph_switch_and_cpu(void **state) {
+    (void)state;
+    cg_sampling bad = {.temperature = 0.0f, .max_new_tokens = 3, .cuda_graphs = 2};
+    assert_int_equal(cg_sampling_validate(&bad), CG_ERR_INVALID_ARG);
+    bad.cuda_graphs = -2;
+    assert_int_equal(cg_sampling_validate(&bad), CG_ERR_INVALID_ARG);
+    cg_model_config cfg;
+    assert_ok(cg_model_config_preset("llama:tiny", &cfg));
+    cg_model *m = NULL;
+    assert_ok(cg_model_create(&cfg, CG_CPU, 7, &m));
+    const int32_t p0[2] = {1, 2};
+    const int32_t *prompts[1] = {p0};
+    int64_t lens[1] = {2};
+    cg_sampling s = {.temperature = 0.0f, .max_new_tokens = 5, .cuda_graphs = 1};
+    cg_generation *g = NULL;
+    assert_ok(cg_generate(m, prompts, lens, 1, &s, &g));
+    assert_int_equal(g->gen_len[0], 5);
+    assert_int_equal(g->graph_steps, 0);
+    assert_null(g->graph_note);
+    cg_generation_free(g);
+    cg_model_free(m);
+
+    int64_t ws[2] = {4, 3}, is[2] = {1, 2};
+    cg_tensor *w = cg_tensor_zeros(cg_step_arena(CG_CPU), CG_F32, 2, ws);
+    cg_tensor *ids = cg_tensor_zeros(cg_step_arena(CG_CPU), CG_I32, 2, is);
+    assert_non_null(w);
+    assert_non_null(ids);
+    cg_no_grad_enter();
+    assert_null(cg_decode_embedding(w, ids));
+    assert_int_equal(cg_last_status(), CG_ERR_DEVICE);
+    cg_no_grad_exit();
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_gpu_sampler_matches_cpu, cg_test_teardown),
         cmocka_unit_test_teardown(test_cuda_generation_matches_cpu, cg_test_teardown),
+        cmocka_unit_test_teardown(test_cuda_graphs_same_as_plain_loop, cg_test_teardown),
+        cmocka_unit_test_teardown(test_graph_switch_and_cpu, cg_test_teardown),
     };
     int rc = cmocka_run_group_tests_name("cuda_generate", tests, NULL, NULL);
     cg_shutdown();
