@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "cuda/common.cuh"
+#include "cuda/nn_common.cuh"
 
 #define THREADS 256
 
@@ -78,7 +79,7 @@ extern "C" cg_status cg_cuda_decode_cache_write(cg_dtype dt, void *store, const 
     return cg_cuda_check_launch(op);
 }
 
-/* The arithmetic of cuda/nn_activation.cu's rope_kernel (forward, sign +1), the table read from global memory. */
+/* RoPE forward (cg_rope_rotate, as cuda/nn_activation.cu's rope_kernel) with the table read from global memory. */
 template <typename T>
 __global__ void rope_table_kernel(T *out, const T *x, int64_t B, int64_t H, int64_t T_len, int64_t D,
                                   const double *inv_freq, const int64_t *positions) {
@@ -86,14 +87,7 @@ __global__ void rope_table_kernel(T *out, const T *x, int64_t B, int64_t H, int6
     for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
          idx += (int64_t)gridDim.x * blockDim.x) {
         int64_t i = idx % half, bt = idx / half, b = bt / T_len, t = bt % T_len;
-        double angle = (double)positions[bt] * inv_freq[i];
-        float cs = (float)cos(angle), sn = (float)(1.0 * sin(angle));
-        for (int64_t h = 0; h < H; h++) {
-            int64_t row = ((b * H + h) * T_len + t) * D;
-            float a = cg_to_f32(x[row + i]), c = cg_to_f32(x[row + i + half]);
-            out[row + i] = cg_from_f32<T>(a * cs - c * sn);
-            out[row + i + half] = cg_from_f32<T>(c * cs + a * sn);
-        }
+        cg_rope_rotate(out, x, b, t, i, H, T_len, D, (double)positions[bt] * inv_freq[i], 1.0);
     }
 }
 

@@ -125,14 +125,7 @@ __global__ void rope_kernel(T *out, const T *x, int64_t B, int64_t H, int64_t T_
          idx += (int64_t)gridDim.x * blockDim.x) {
         int64_t i = idx % half, bt = idx / half, b = bt / T_len, t = bt % T_len;
         double pos = (double)(positions ? positions[bt] : pos_offset + t);
-        double angle = pos * rope_inv_freq[i];
-        float cs = (float)cos(angle), sn = (float)(sign * sin(angle));
-        for (int64_t h = 0; h < H; h++) {
-            int64_t row = ((b * H + h) * T_len + t) * D;
-            float a = cg_to_f32(x[row + i]), c = cg_to_f32(x[row + i + half]);
-            out[row + i] = cg_from_f32<T>(a * cs - c * sn);
-            out[row + i + half] = cg_from_f32<T>(c * cs + a * sn);
-        }
+        cg_rope_rotate(out, x, b, t, i, H, T_len, D, pos * rope_inv_freq[i], sign);
     }
 }
 

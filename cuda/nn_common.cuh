@@ -92,4 +92,20 @@ template <typename F> static inline cg_status cg_cuda_dispatch(const char *op, c
     return cg_cuda_check_launch(op);
 }
 
+/* RoPE's rotation at (b, t) of the pair (i, i + D/2) in every head, cos/sin of the angle in double as the CPU
+ * does; sign -1 rotates backwards. One body for the autograd kernel (cuda/nn_activation.cu) and the decode
+ * kernel with a device table (cuda/decode.cu). */
+template <typename T>
+__device__ inline void cg_rope_rotate(T *out, const T *x, int64_t b, int64_t t, int64_t i, int64_t H, int64_t T_len,
+                                      int64_t D, double angle, double sign) {
+    int64_t half = D / 2;
+    float cs = (float)cos(angle), sn = (float)(sign * sin(angle));
+    for (int64_t h = 0; h < H; h++) {
+        int64_t row = ((b * H + h) * T_len + t) * D;
+        float a = cg_to_f32(x[row + i]), c = cg_to_f32(x[row + i + half]);
+        out[row + i] = cg_from_f32<T>(a * cs - c * sn);
+        out[row + i + half] = cg_from_f32<T>(c * cs + a * sn);
+    }
+}
+
 #endif
