@@ -199,6 +199,9 @@ $(BUILD)/tests/%: tests/%.c tests/test_util.h tests/grad_util.h $(STATIC_LIB)
 	@$(if $(Q),echo "  TEST  $@")
 	$(Q)$(CC) $(CFLAGS) $(CMOCKA_CFLAGS) -o $@ $< $(STATIC_LIB) $(CMOCKA_LIBS) $(LDLIBS)
 
+# tests/test_bench_rl_step.c compiles the benchmark's source in (its smoke run is part of `make test`).
+$(BUILD)/tests/test_bench_rl_step: bench/bench_rl_step.c
+
 $(BUILD)/bench/%: bench/%.c $(STATIC_LIB)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  BENCH $@")
