@@ -132,6 +132,10 @@ static cg_status draw_items(cg_rl_trainer *t, int64_t n, cg_task_item *items) {
 }
 
 /* Log-probs of every sequence of a rollout under model m (no-grad), as a malloc'd [n_seq, max_resp] array. */
+/* Sequences per no-grad forward of all_logprobs: bounds the activations of the old/reference passes (a
+ * 128 x 576-token batch of a 0.5B model in one forward would need tens of GB on a GPU). */
+#define LOGPROB_CHUNK_SEQS 16
+
 static float *all_logprobs(cg_model *m, const cg_rollout *r, float temperature, double *entropy) {
     int64_t n = r->n_seq, T = r->max_resp;
     float *out = malloc(sizeof(float) * (size_t)(n * T));
@@ -142,21 +146,35 @@ static float *all_logprobs(cg_model *m, const cg_rollout *r, float temperature, 
         return NULL;
     }
     for (int64_t i = 0; i < n; i++) sel[i] = i;
-    cg_arena *a = cg_step_arena(CG_CPU);
-    cg_arena_mark mark = cg_arena_get_mark(a);
-    cg_no_grad_enter();
-    cg_tensor *mask = NULL;
-    cg_tensor *lp = cg_rollout_logprobs(m, r, sel, n, temperature, &mask, entropy);
-    cg_no_grad_exit();
-    cg_tensor *hl = lp ? cg_tensor_to(a, lp, CG_F32) : NULL; /* packed f32 on the host, from any device */
-    if (hl) memcpy(out, cg_data(hl), sizeof(float) * (size_t)(n * T));
-    else lp = NULL;
-    cg_arena_rewind(a, mark);
+    cg_arena *a = cg_step_arena(CG_CPU), *da = cg_device_eq(m->device, CG_CPU) ? NULL : cg_step_arena(m->device);
+    double entropy_sum = 0, tokens = 0;
+    bool ok = a && (da || cg_device_eq(m->device, CG_CPU));
+    for (int64_t off = 0; ok && off < n; off += LOGPROB_CHUNK_SEQS) {
+        int64_t nb = n - off < LOGPROB_CHUNK_SEQS ? n - off : LOGPROB_CHUNK_SEQS;
+        cg_arena_mark mark = cg_arena_get_mark(a), dmark = da ? cg_arena_get_mark(da) : (cg_arena_mark){0};
+        cg_no_grad_enter();
+        cg_tensor *mask = NULL;
+        double chunk_entropy = 0;
+        cg_tensor *lp = cg_rollout_logprobs(m, r, sel + off, nb, temperature, &mask, entropy ? &chunk_entropy : NULL);
+        cg_no_grad_exit();
+        cg_tensor *hl = lp ? cg_tensor_to(a, lp, CG_F32) : NULL; /* packed f32 on the host, from any device */
+        cg_tensor *hm = hl && entropy ? cg_tensor_to(a, mask, CG_F32) : NULL;
+        ok = hl && (!entropy || hm);
+        if (ok) memcpy(out + off * T, cg_data(hl), sizeof(float) * (size_t)(nb * T));
+        if (ok && entropy) { /* the chunk's mean, weighted by its response tokens */
+            double count = 0;
+            for (int64_t k = 0; k < nb * T; k++) count += ((const float *)cg_data(hm))[k];
+            entropy_sum += chunk_entropy * count, tokens += count;
+        }
+        cg_arena_rewind(a, mark);
+        if (da) cg_arena_rewind(da, dmark);
+    }
     free(sel);
-    if (!lp) {
+    if (!ok) {
         free(out);
         return NULL;
     }
+    if (entropy) *entropy = tokens > 0 ? entropy_sum / tokens : 0.0;
     return out;
 }
 
