@@ -406,12 +406,20 @@ int cg_cmd_rl(int argc, char **argv) {
                100 * acc_before, now_s() - t_start);
         if (A.sft_slip > 0)
             printf("  carry-forgetting answers: %.1f%% (before: %.1f%%)\n", 100 * slips_after, 100 * slips_before);
-        cg_plot_series series[2] = {{"reward (mean over samples)", xs, rw, A.steps},
-                                    {"training accuracy (samples)", xs, ac, A.steps}};
+        /* the sampled accuracy is noisy step to step (256 samples): its trailing mean shows the trend */
+        double *ac_mean = calloc((size_t)(A.steps > 0 ? A.steps : 1), sizeof *ac_mean), window = 0;
+        for (int64_t i = 0; ac_mean && i < A.steps; i++) {
+            window += ac[i] - (i >= 20 ? ac[i - 20] : 0.0);
+            ac_mean[i] = window / (double)(i + 1 < 20 ? i + 1 : 20);
+        }
+        cg_plot_series series[3] = {{"reward (mean over samples)", xs, rw, A.steps},
+                                    {"training accuracy (samples)", xs, ac, A.steps},
+                                    {"training accuracy, mean of the last 20 steps", xs, ac_mean, A.steps}};
         char title[256];
         snprintf(title, sizeof title, "%s on %s: held-out accuracy %.1f%% -> %.1f%%", cg_rl_algo_name(algo),
                  A.task, 100 * acc_before, 100 * acc_after);
-        s = cg_svg_plot_write(plot_path, title, "RL step", 2, series);
+        s = cg_svg_plot_write(plot_path, title, "RL step", ac_mean ? 3 : 2, series);
+        free(ac_mean);
         char final_dir[4096];
         snprintf(final_dir, sizeof final_dir, "%s/model", A.out);
         if (s == CG_OK) s = A.lora_rank > 0 ? CG_OK : cg_model_save_hf(m, final_dir, 0, CG_F32);
