@@ -138,7 +138,7 @@ STATIC_LIB := $(BUILD)/lib/libcgrad.a
 SHARED_LIB := $(BUILD)/lib/libcgrad.so
 CGRAD := $(BUILD)/bin/cgrad
 
-.PHONY: all lib test test-run test-full test-gpu bench bench-train run deps clean install features help fuzz
+.PHONY: all lib test test-run test-full test-gpu bench bench-train bench-gpu run deps clean install features help fuzz
 .DEFAULT_GOAL := all
 
 all: features lib $(CGRAD) $(EXAMPLE_BINS)
@@ -234,9 +234,10 @@ endif
 test-full:
 	CG_TEST_FULL=1 $(MAKE) --no-print-directory test
 
-# CUDA tests on a GPU machine: a missing GPU is a failure here, not a skip.
+# The whole suite on a GPU machine, where a missing GPU is a failure, not a skip (the CUDA tests live in
+# test_cuda_*.c and a few others, e.g. test_determinism).
 test-gpu: tests
-	@CG_REQUIRE_GPU=1 CGRAD_BIN=$(CGRAD) sh tests/run_tests.sh "$(BUILD)" $(notdir $(filter $(BUILD)/tests/test_cuda%,$(TEST_BINS)))
+	@CG_REQUIRE_GPU=1 CGRAD_BIN=$(CGRAD) sh tests/run_tests.sh "$(BUILD)" $(notdir $(TEST_BINS))
 
 bench: $(BENCH_BINS) $(CGRAD)
 	@for b in $(BENCH_BINS); do echo "== $$b"; $$b || exit 1; done
@@ -246,6 +247,16 @@ bench: $(BENCH_BINS) $(CGRAD)
 bench-train: $(BUILD)/bench/bench_train $(CGRAD)
 	$(BUILD)/bench/bench_train --cgrad $(CGRAD)
 	@if command -v python3 >/dev/null; then python3 bench/torch_gpt2.py; else echo "torch_gpt2: no python3: skipped"; fi
+
+# Every GPU figure the issues ask for, cgrad then PyTorch, in one call on a GPU machine: the kernels
+# (bench_cuda*, torch_ref.py), generation (bench_generate's issue case, torch_generate.py), the RL step
+# (bench_rl_step LoRA and --full, torch_rl_step.py) and the GPT-2 training step (bench-train). Each part
+# prints a skip line where there is no GPU or no torch.
+bench-gpu: bench bench-train
+	$(BUILD)/bench/bench_rl_step --full
+	@if command -v python3 >/dev/null; then python3 bench/torch_ref.py && python3 bench/torch_generate.py --hf && \
+	   python3 bench/torch_rl_step.py --hf && python3 bench/torch_rl_step.py --full; \
+	 else echo "torch benches: no python3: skipped"; fi
 
 # The default demo: a small transformer trained from scratch on CPU (SFT warm-up on generated arithmetic,
 # then GRPO), held-out accuracy before and after, metrics and an SVG plot in rl_out/.
@@ -287,6 +298,6 @@ clean:
 	rm -rf build
 
 help:
-	@echo "targets: all lib test test-full test-gpu bench bench-train run deps install clean fuzz"
+	@echo "targets: all lib test test-full test-gpu bench bench-train bench-gpu run deps install clean fuzz"
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
