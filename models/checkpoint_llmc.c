@@ -101,10 +101,12 @@ static cg_status read_params(FILE *f, const char *path, cg_model *m, cg_dtype fi
         if (nb > max_bytes) max_bytes = nb;
     }
     void *buf = malloc(max_bytes);
-    cg_arena *step = cg_step_arena(CG_CPU);
-    if (!buf || !step) {
+    /* a bf16 file into a GPU model converts on the device: its staging is dropped after each tensor too */
+    cg_arena *step = cg_step_arena(CG_CPU), *dev_step = cg_step_arena(m->device);
+    if (!buf || !step || !dev_step) {
         free(buf);
-        return step ? cg_set_error(CG_ERR_OOM, "%s: out of memory reading the parameters", path) : cg_last_status();
+        return step && dev_step ? cg_set_error(CG_ERR_OOM, "%s: out of memory reading the parameters", path)
+                                : cg_last_status();
     }
     cg_status s = CG_OK;
     long offset = CG_LLMC_HEADER_INTS * 4;
@@ -118,9 +120,10 @@ static cg_status read_params(FILE *f, const char *path, cg_model *m, cg_dtype fi
                 break;
             }
             offset += (long)nb;
-            cg_arena_mark mark = cg_arena_get_mark(step);
+            cg_arena_mark mark = cg_arena_get_mark(step), dmark = cg_arena_get_mark(dev_step);
             cg_tensor *src = cg_tensor_wrap(step, file_dtype, CG_CPU, p->ndim, p->shape, buf);
             s = src ? cg_copy(p, src) : cg_last_status();
+            cg_arena_rewind(dev_step, dmark);
             cg_arena_rewind(step, mark);
         }
     }

@@ -118,7 +118,9 @@ static cg_tensor *on_device(cg_tensor *t, cg_device dev) {
 }
 
 /* Mean entropy of softmax(h W^T) over the given rows of hidden [rows, C] (host floats), in chunks (no
- * gradient), on the model's device; each chunk's log-probs come back to the host for the sum. */
+ * gradient), on the model's device. On the CPU each chunk's log-probs are summed in double; on a GPU the
+ * chunk's sum of p log p is reduced there and only that scalar comes back (the [chunk, V] log-probs of a
+ * 150k-token vocabulary would be ~150 MB per chunk over PCIe and a host loop over them). */
 static cg_status mean_entropy(const cg_model *m, const float *hidden, int64_t rows, int64_t C, float temperature,
                               double *out) {
     const int64_t chunk = 256;
@@ -133,11 +135,18 @@ static cg_status mean_entropy(const cg_model *m, const float *hidden, int64_t ro
         int64_t s[2] = {nr, C};
         cg_tensor *h = on_device(cg_tensor_from_data(a, CG_F32, 2, s, hidden + r0 * C), m->device);
         cg_tensor *lp = h ? cg_log_softmax(cg_linear(cg_scale(h, 1.0f / temperature), head, NULL, false), -1) : NULL;
-        cg_tensor *hl = lp ? cg_tensor_to(a, lp, CG_F32) : NULL; /* packed f32 on the host */
-        if (!hl) return cg_last_status();
-        const float *v = cg_data(hl);
-        int64_t V = hl->shape[1];
-        for (int64_t i = 0; i < nr * V; i++) sum -= (double)expf(v[i]) * (double)v[i];
+        if (lp && lp->device.type != CG_DEVICE_CPU) {
+            cg_tensor *plogp = cg_sum_all(cg_mul(cg_exp(lp), lp));
+            cg_tensor *hs = plogp ? cg_tensor_to(a, plogp, CG_F32) : NULL; /* one f32 on the host */
+            if (!hs) return cg_last_status();
+            sum -= (double)*(const float *)cg_data(hs);
+        } else {
+            cg_tensor *hl = lp ? cg_tensor_to(a, lp, CG_F32) : NULL; /* packed f32 on the host */
+            if (!hl) return cg_last_status();
+            const float *v = cg_data(hl);
+            int64_t V = hl->shape[1];
+            for (int64_t i = 0; i < nr * V; i++) sum -= (double)expf(v[i]) * (double)v[i];
+        }
         if (da != a) cg_arena_rewind(da, dmark);
         cg_arena_rewind(a, mark);
     }

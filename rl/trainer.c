@@ -26,14 +26,16 @@ struct cg_rl_trainer {
     cg_grad_sync *sync; /* with more than one rank */
 };
 
-/* Every tensor of a model (trainable or frozen) from rank 0. */
+/* Every tensor of a model (trainable or frozen) from rank 0. The masters move; a bf16 CUDA model's working
+ * copies (what its forward reads) are then rewritten from them, or frozen weights and a reference model
+ * would keep this rank's values. */
 static cg_status broadcast_model(cg_comm *comm, cg_model *m) {
     for (int i = 0; i < m->n_params; i++) {
         cg_tensor *p = m->params[i].tensor;
         cg_status s = cg_dist_broadcast_params(comm, 1, &p);
         if (s != CG_OK) return s;
     }
-    return CG_OK;
+    return cg_model_refresh_working_copies(m);
 }
 
 static double now_s(void) {
