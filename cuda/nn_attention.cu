@@ -92,6 +92,9 @@ attention_forward_kernel(T *out, float *lse, const T *q, const T *k, const T *v,
 #pragma unroll 8
             for (int c = 0; c < ATT_BC; c++) {
                 float pc = __shfl_sync(CG_FULL_MASK, p, c);
+                /* a masked (or underflowed) key adds nothing, as on the CPU: 0 * v would turn a non-finite
+                 * value in a masked slot (an unwritten cache column) into NaN. pc is warp-uniform. */
+                if (pc == 0.0f) continue;
 #pragma unroll
                 for (int e = 0; e < DPL; e++) {
                     int64_t d = lane + 32 * e;
@@ -178,6 +181,7 @@ attention_dq_kernel(T *dq, const T *dout, const T *q, const T *k, const T *v, co
 #pragma unroll 8
             for (int c = 0; c < ATT_BC; c++) {
                 float dsc = __shfl_sync(CG_FULL_MASK, ds, c);
+                if (dsc == 0.0f) continue; /* a masked key adds nothing (the CPU skips it), whatever k holds */
 #pragma unroll
                 for (int e = 0; e < DPL; e++) {
                     int64_t d = lane + 32 * e;

@@ -484,6 +484,46 @@ static void test_attention_fully_masked_row(void **state) {
 #endif
 }
 
+/* The decode step reads the whole KV cache with the unwritten columns masked: whatever those slots hold (NaN
+ * here) must add exactly nothing, as on the CPU, which skips them (0 * NaN would be NaN). */
+static void test_attention_masked_nonfinite_cache(void **state) {
+    (void)state;
+    cg_test_require_gpu();
+#ifdef CG_HAVE_CUDA
+    const int64_t S = 70, D = 128, filled = 41;
+    cg_attention_dims d = {.batch = 1, .q_heads = 2, .kv_heads = 1, .q_len = 1, .kv_len = S, .head_dim = D,
+                           .scale = (float)(1.0 / sqrt((double)D))};
+    int64_t nq = 2 * D, nk = S * D;
+    float *q = host_rand(nq, 95, 1.0f, 0.0f, CG_F32), *k = host_rand(nk, 96, 1.0f, 0.0f, CG_F32);
+    float *v = host_rand(nk, 97, 1.0f, 0.0f, CG_F32), *dout = host_rand(nq, 98, 1.0f, 0.0f, CG_F32);
+    for (int64_t i = filled * D; i < nk; i++) k[i] = v[i] = NAN;
+    int64_t mshape[1] = {S};
+    cg_tensor *mt = cg_tensor_empty(cg_step_arena(CG_CPU), CG_U8, 1, mshape);
+    assert_non_null(mt);
+    uint8_t *mask = cg_data(mt);
+    for (int64_t j = 0; j < S; j++) mask[j] = j >= 2 && j < filled; /* two left pads, then the filled prefix */
+    cg_tensor *gm = cg_tensor_clone(cg_step_arena(CG_CUDA(0)), mt);
+    assert_non_null(gm);
+    float *out = host_zeros(nq), *lse = host_zeros(2);
+    cg_cpu_attention_forward(out, lse, q, k, v, mask, &d, 1, host_zeros((int64_t)cg_cpu_attention_forward_workspace(&d, 1)));
+    for (int64_t i = 0; i < nq; i++) assert_true(isfinite(out[i]));
+    float *dq = host_zeros(nq), *dk = host_zeros(nk), *dv = host_zeros(nk);
+    cg_cpu_attention_backward(dq, dk, dv, dout, q, k, v, out, lse, mask, &d, 1,
+                              host_zeros((int64_t)cg_cpu_attention_backward_workspace(&d, 1)));
+    void *gq = upload(q, nq, CG_F32), *gk = upload(k, nk, CG_F32), *gv = upload(v, nk, CG_F32);
+    void *gout = dev_empty(nq, CG_F32);
+    float *glse = dev_empty(2, CG_F32);
+    assert_ok(cg_cuda_attention_forward(CG_F32, gout, glse, gq, gk, gv, cg_data(gm), &d));
+    expect_close("masked cache out", download(gout, nq, CG_F32), out, nq, CG_F32);
+    void *gdq = dev_empty(nq, CG_F32);
+    float *gws = dev_empty((int64_t)cg_cuda_attention_backward_workspace(&d), CG_F32);
+    assert_ok(cg_cuda_attention_backward(CG_F32, gdq, NULL, NULL, upload(dout, nq, CG_F32), gq, gk, gv,
+                                         upload(out, nq, CG_F32), upload(lse, 2, CG_F32), cg_data(gm), &d, gws));
+    expect_close("masked cache dq", download(gdq, nq, CG_F32), dq, nq, CG_F32);
+    cg_step_end();
+#endif
+}
+
 /* ------------------------------------------------------------------ the autograd ops end to end */
 
 /* A CUDA copy (dtype dt) of a CPU tensor, a gradient leaf if the original is one. */
@@ -647,6 +687,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_cross_entropy_matches_cpu, cg_test_teardown),
         cmocka_unit_test_teardown(test_attention_matches_cpu, cg_test_teardown),
         cmocka_unit_test_teardown(test_attention_fully_masked_row, cg_test_teardown),
+        cmocka_unit_test_teardown(test_attention_masked_nonfinite_cache, cg_test_teardown),
         cmocka_unit_test_teardown(test_autograd_norms_on_cuda, cg_test_teardown),
         cmocka_unit_test_teardown(test_autograd_softmax_swiglu_on_cuda, cg_test_teardown),
         cmocka_unit_test_teardown(test_autograd_cross_entropy_on_cuda, cg_test_teardown),
