@@ -9,19 +9,11 @@
 #include <cuda_runtime.h>
 
 #include "cuda/comm_nccl.h"
+#include "cuda/common.cuh"
 #include "cuda/runtime.h"
 
 #ifdef CG_HAVE_NCCL
 #include <nccl.h>
-
-// (cuda/common.cuh has the same helpers; this file keeps its own few so it builds on its own.)
-static inline cudaStream_t cg_cuda_compute_stream(void) { return (cudaStream_t)cg_cuda_rt_stream(0); }
-static inline cudaStream_t cg_cuda_comm_stream(void) { return (cudaStream_t)cg_cuda_rt_stream(1); }
-static inline cg_status cg_cuda_check(cudaError_t err, const char *op) {
-    if (err == cudaSuccess) return CG_OK;
-    cudaGetLastError();
-    return cg_set_error(CG_ERR_CUDA, "%s: %s (%s)", op, cudaGetErrorString(err), cudaGetErrorName(err));
-}
 
 
 static_assert(sizeof(ncclUniqueId) == CG_NCCL_ID_BYTES, "the NCCL unique id has the size comm.c broadcasts");

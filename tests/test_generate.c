@@ -251,21 +251,7 @@ static void test_sampler_errors(void **state) {
 
 /* ------------------------------------------------------------------ generation vs recomputation */
 
-static cg_model *tiny(const char *preset, uint64_t seed) {
-    cg_model_config cfg;
-    assert_ok(cg_model_config_preset(preset, &cfg));
-    cfg.init_std = 0.2f; /* peaky enough logits that the tokens vary and near-ties are rare */
-    cg_model *m = NULL;
-    assert_ok(cg_model_create(&cfg, CG_CPU, seed, &m));
-    for (int i = 0; i < m->n_params; i++) {
-        cg_tensor *t = m->params[i].tensor;
-        if (t->ndim == 1) {
-            cg_rng r = cg_rng_init(500 + (uint64_t)i);
-            assert_ok(cg_rng_uniform(&r, t, 0.5f, 1.5f));
-        }
-    }
-    return m;
-}
+static cg_model *tiny(const char *preset, uint64_t seed) { return cg_test_tiny_model(preset, seed, 500); }
 
 /* Prompts of random ids; ptr points into data, so a prompts value must not be copied once made. */
 typedef struct prompts {

@@ -13,22 +13,8 @@
 #define LLAMA_ALL "q,k,v,o,gate,up,down"
 #define GPT2_ALL "c_attn,c_proj,c_fc"
 
-/* A tiny model with weights large enough (std 0.2, norms and biases in [0.5, 1.5)) that every path matters. */
-static cg_model *tiny(const char *preset, uint64_t seed) {
-    cg_model_config cfg;
-    assert_ok(cg_model_config_preset(preset, &cfg));
-    cfg.init_std = 0.2f;
-    cg_model *m = NULL;
-    assert_ok(cg_model_create(&cfg, CG_CPU, seed, &m));
-    for (int i = 0; i < m->n_params; i++) {
-        cg_tensor *t = m->params[i].tensor;
-        if (t->ndim == 1) {
-            cg_rng r = cg_rng_init(1000 + (uint64_t)i);
-            assert_ok(cg_rng_uniform(&r, t, 0.5f, 1.5f));
-        }
-    }
-    return m;
-}
+/* A tiny model whose every path matters (tests/test_util.h). */
+static cg_model *tiny(const char *preset, uint64_t seed) { return cg_test_tiny_model(preset, seed, 1000); }
 
 static const char *all_targets(const char *preset) { return strncmp(preset, "gpt2", 4) == 0 ? GPT2_ALL : LLAMA_ALL; }
 

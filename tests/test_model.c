@@ -3,22 +3,7 @@
  * through both, the KV cache against full recomputation, left padding, and argument errors. */
 #include "test_util.h"
 
-static cg_model *tiny(const char *preset, uint64_t seed) {
-    cg_model_config cfg;
-    assert_ok(cg_model_config_preset(preset, &cfg));
-    cfg.init_std = 0.2f; /* larger than 0.02 so every path carries signal a wrong composition would change */
-    cg_model *m = NULL;
-    assert_ok(cg_model_create(&cfg, CG_CPU, seed, &m));
-    /* give norms and biases non-trivial values too */
-    for (int i = 0; i < m->n_params; i++) {
-        cg_tensor *t = m->params[i].tensor;
-        if (t->ndim == 1) {
-            cg_rng r = cg_rng_init(1000 + (uint64_t)i);
-            assert_ok(cg_rng_uniform(&r, t, 0.5f, 1.5f));
-        }
-    }
-    return m;
-}
+static cg_model *tiny(const char *preset, uint64_t seed) { return cg_test_tiny_model(preset, seed, 1000); }
 
 static void test_presets_and_counts(void **state) {
     (void)state;

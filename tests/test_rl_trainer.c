@@ -210,7 +210,7 @@ static void test_demo_raises_accuracy(void **state) {
 #ifdef __SANITIZE_ADDRESS__
     skip();
 #endif
-    if (!getenv("CG_TEST_FULL")) {
+    if (!cg_test_full()) {
         print_message("the default demo runs under make test-full only\n");
         skip();
     }

@@ -135,6 +135,25 @@ static inline cg_tensor *cg_test_random_tokens(int64_t B, int64_t T, uint64_t se
     return t;
 }
 
+/* A CPU model of a preset with weights large enough that every path carries signal a wrong composition
+ * would change: init std 0.2, and every 1-d parameter (norms, biases) uniform in [0.5, 1.5) from Philox
+ * seed norm_seed + its index. */
+static inline cg_model *cg_test_tiny_model(const char *preset, uint64_t seed, uint64_t norm_seed) {
+    cg_model_config cfg;
+    assert_ok(cg_model_config_preset(preset, &cfg));
+    cfg.init_std = 0.2f;
+    cg_model *m = NULL;
+    assert_ok(cg_model_create(&cfg, CG_CPU, seed, &m));
+    for (int i = 0; i < m->n_params; i++) {
+        cg_tensor *t = m->params[i].tensor;
+        if (t->ndim == 1) {
+            cg_rng r = cg_rng_init(norm_seed + (uint64_t)i);
+            assert_ok(cg_rng_uniform(&r, t, 0.5f, 1.5f));
+        }
+    }
+    return m;
+}
+
 /* The logical (row-major) values of any CPU tensor as a malloc'd array of doubles (free it). */
 static inline double *cg_test_values(const cg_tensor *t) {
     int64_t n = cg_numel(t);
